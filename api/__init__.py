@@ -1,0 +1,1 @@
+"""The HTTP surface besides ingest: auth, reads, errors, OpenAPI, health; ``create_app`` lives here."""

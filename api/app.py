@@ -1,0 +1,52 @@
+"""The web process's composition root: ``create_app`` wires settings, runtime and blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+from sqlalchemy import text
+
+from api.http import json_response, register_error_handlers
+from config.runtime import Runtime, build_runtime
+from config.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    """Build the Flask app; with no arguments, settings come from the environment."""
+    if runtime is None:
+        settings = settings or load_settings()
+        logging.basicConfig(level=settings.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        runtime = build_runtime(settings)
+    app = Flask("eventcollector")
+    app.extensions["ec.runtime"] = runtime
+    # The largest body any route takes; routes lower it for themselves.
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_batch_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    from api import events, open_loyalty, openapi, token
+    from ingest import routes as ingest_routes
+
+    for blueprint in (ingest_routes.bp, events.bp, open_loyalty.bp, token.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        checks = {"database": False, "broker": runtime.intake.ping()}
+        try:
+            with runtime.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            pass
+        ready = all(checks.values())
+        return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+                             200 if ready else 503)
+
+    return app

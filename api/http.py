@@ -1,0 +1,134 @@
+"""JSON responses and the one error shape every 4xx/5xx answer uses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response, current_app
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from broker.intake import IntakeUnavailable
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success, raised anywhere under a route and rendered as JSON."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(orjson.dumps(body), status=status, mimetype="application/json")
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return json_response(body, status, headers)
+
+
+def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    """One entry per invalid field: its dotted path, what is wrong, and the error type."""
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err["loc"])
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        name = (prefix + field) if field else (prefix.rstrip(".") or "body")
+        details.append({"field": name, "message": message, "type": err["type"]})
+    return details
+
+
+def is_malformed_json(exc: ValidationError) -> bool:
+    return any(e["type"] == "json_invalid" for e in exc.errors())
+
+
+def unavailable(what: str) -> Response:
+    return error_response(
+        503,
+        "unavailable",
+        f"{what} is unavailable; nothing was changed, retry later",
+        headers={"Retry-After": "5"},
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            message = "the request body is too large"
+        headers = {}
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            headers["Allow"] = exc.get_response().headers["Allow"]
+        return error_response(status, _CODES.get(status, "error"), message, headers=headers)
+
+    @app.errorhandler(IntakeUnavailable)
+    def _broker_down(exc: IntakeUnavailable) -> Response:
+        log.warning("broker unavailable: %s", exc)
+        return unavailable("the broker")
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _db_down(exc: Exception) -> Response:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return unavailable("the database")
+
+    @app.errorhandler(DBAPIError)
+    def _db_error(exc: DBAPIError) -> Response:
+        if exc.connection_invalidated:
+            return unavailable("the database")
+        log.exception("database error")
+        return error_response(500, "internal_error", "internal error")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        current_app.logger.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")

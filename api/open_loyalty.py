@@ -1,0 +1,77 @@
+"""Open Loyalty style event store reads (seed 003): GET /api/event and /api/event/{id}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint, Response, current_app, g
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from api.events import Direction, parse_query
+from api.http import ApiError, json_response
+from api.security import require
+from store.domain import decoded_payload, format_time
+from store.events import EventQuery, get_event, get_event_by_seq, list_events
+from store.models import EventRecord
+
+bp = Blueprint("open_loyalty", __name__)
+
+_SORTS = {"id": "id", "recorderOn": "received_at", "recorderon": "received_at"}
+
+
+class OpenLoyaltyParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    fromId: int | None = Field(None, ge=1, le=2**62)
+    perPage: int = Field(10, ge=1, le=100)
+    sort: Annotated[Literal["id", "received_at"],
+                    BeforeValidator(lambda v: _SORTS.get(v, v))] = "id"
+    direction: Direction = "ASC"
+
+
+def event_type_name(row: EventRecord) -> str:
+    """``ENTITY_EVENT.ORDER.CREATE``, ``FAULT``, ... : type, entity and operation joined."""
+    return ".".join(p for p in (row.event_type, row.entity_name, row.operation) if p)
+
+
+def to_open_loyalty(row: EventRecord) -> dict[str, Any]:
+    payload = decoded_payload(
+        {"event_payload": {"base64_encoded_payload_json": row.payload_b64,
+                           "base64_encoded_fault_json": row.fault_b64}}
+    )
+    return {
+        "id": row.seq,
+        "uuid": row.event_id,
+        "payload": payload if payload is not None else {},
+        "type": event_type_name(row),
+        "recorderOn": format_time(row.received_at),
+    }
+
+
+@bp.get("/api/event")
+@require("events:read", tenant_header=False)
+def list_ol() -> Response:
+    runtime = current_app.extensions["ec.runtime"]
+    params = parse_query(OpenLoyaltyParams)
+    assert isinstance(params, OpenLoyaltyParams)
+    query = EventQuery(from_seq=params.fromId, per_page=params.perPage, sort=params.sort,
+                       descending=params.direction == "DESC")
+    with runtime.sessions() as session:
+        page = list_events(session, g.principal.tenant, query)
+        events = [to_open_loyalty(r) for r in page.rows]
+    return json_response({"events": events, "total": page.total})
+
+
+@bp.get("/api/event/<string:event_id>")
+@require("events:read", tenant_header=False)
+def get_ol(event_id: str) -> Response:
+    runtime = current_app.extensions["ec.runtime"]
+    with runtime.sessions() as session:
+        row = None
+        if event_id.isdigit() and len(event_id) < 19:
+            row = get_event_by_seq(session, g.principal.tenant, int(event_id))
+        if row is None:
+            row = get_event(session, g.principal.tenant, event_id)
+        if row is None:
+            raise ApiError(404, "not_found", "no such event")
+        return json_response(to_open_loyalty(row))

@@ -1,0 +1,86 @@
+"""POST /api/v1/auth/token: OAuth 2.0 client credentials grant."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+
+from api.http import ApiError, json_response
+from store.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
+
+bp = Blueprint("token", __name__)
+
+
+def _form() -> dict[str, str]:
+    if request.mimetype == "application/json":
+        try:
+            data = orjson.loads(request.get_data(cache=False))
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ApiError(400, "invalid_request", "send an object of string fields")
+        return data
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return {k: v for k, v in request.form.items()}
+    raise ApiError(
+        415, "unsupported_media_type", "send application/x-www-form-urlencoded or application/json"
+    )
+
+
+def _basic_credentials() -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    kind, _, value = header.partition(" ")
+    if kind.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(401, "invalid_client", "malformed Basic credentials") from None
+    if not sep:
+        raise ApiError(401, "invalid_client", "malformed Basic credentials")
+    return unquote(user), unquote(password)
+
+
+@bp.post("/api/v1/auth/token")
+def issue_token() -> Response:
+    runtime = current_app.extensions["ec.runtime"]
+    request.max_content_length = 64 * 1024
+    form = _form()
+    if form.get("grant_type") != "client_credentials":
+        raise ApiError(400, "unsupported_grant_type", "grant_type must be client_credentials",
+                       [{"field": "grant_type", "message": "must be client_credentials",
+                         "type": "literal_error"}])
+    basic = _basic_credentials()
+    client_id, client_secret = basic or (form.get("client_id"), form.get("client_secret"))
+    if not client_id or not client_secret:
+        raise ApiError(401, "invalid_client", "client_id and client_secret are required",
+                       headers={"WWW-Authenticate": 'Basic realm="token"'})
+    try:
+        wanted = parse_scopes(form.get("scope"))
+    except InvalidScope as exc:
+        raise ApiError(400, "invalid_scope", str(exc),
+                       [{"field": "scope", "message": str(exc), "type": "enum"}]) from None
+    with runtime.sessions() as session:
+        try:
+            client = authenticate_client(session, client_id, client_secret)
+        except InvalidClient:
+            raise ApiError(401, "invalid_client", "invalid client credentials",
+                           headers={"WWW-Authenticate": 'Basic realm="token"'}) from None
+        granted = frozenset(client.scopes.split())
+        tenant = client.tenant
+    if not wanted <= granted:
+        raise ApiError(400, "invalid_scope", "the client may not request: "
+                       + " ".join(sorted(wanted - granted)))
+    ttl = runtime.settings.token_ttl_seconds
+    token = mint_token(runtime.settings.token_secret, tenant=tenant, client_id=client_id,
+                       scopes=wanted, ttl_seconds=ttl)
+    return json_response(
+        {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
+         "scope": " ".join(sorted(wanted))},
+        200,
+        {"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )

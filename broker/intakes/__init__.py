@@ -1,0 +1,1 @@
+"""Intake implementations: ``redis`` (production) and ``memory`` (embedded default, unit tests)."""

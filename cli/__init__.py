@@ -1,0 +1,1 @@
+"""The ``eventcollector`` command: dev server, migrations, tenants, tokens."""

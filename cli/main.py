@@ -1,0 +1,184 @@
+"""``eventcollector`` sub-commands; each builds what it needs from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from config.settings import ConfigError, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from store.db import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    print("database is at the latest revision")
+    return 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    from store.auth import AuthError, create_tenant
+    from store.db import make_engine, make_session_factory, upgrade
+
+    settings = _settings()
+    if settings.is_sqlite:
+        upgrade(settings.database_url)  # the embedded default needs no separate step
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            creds = create_tenant(session, args.name)
+    except AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"tenant": creds.tenant, "client_id": creds.client_id,
+                          "client_secret": creds.client_secret}))
+    else:
+        print(f"tenant:        {creds.tenant}")
+        print(f"client_id:     {creds.client_id}")
+        print(f"client_secret: {creds.client_secret}")
+        print("(the secret is stored hashed and cannot be shown again)")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from store.auth import InvalidScope, mint_token, parse_scopes, tenant_exists
+    from store.db import make_engine, make_session_factory
+
+    settings = _settings()
+    try:
+        scopes = parse_scopes(args.scope)
+    except InvalidScope as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            if not tenant_exists(session, args.tenant):
+                print(f"error: no tenant named {args.tenant!r}", file=sys.stderr)
+                return 1
+    finally:
+        engine.dispose()
+    ttl = args.ttl or settings.token_ttl_seconds
+    print(mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:operator",
+                     scopes=scopes, ttl_seconds=ttl))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import dramatiq
+    from werkzeug.serving import make_server
+
+    from api.app import create_app
+    from broker.queues import PERSIST_QUEUE
+    from config.runtime import build_runtime
+    from store.auth import SCOPES, create_tenant, mint_token, tenant_exists
+    from store.db import upgrade
+    from workers.main import declare_actors
+
+    settings = dataclasses.replace(_settings(), redis_url=None, port=args.port)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    upgrade(settings.database_url)
+    runtime = build_runtime(settings)
+    dramatiq.set_broker(runtime.broker)
+    declare_actors(runtime)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=2)
+    worker.start()
+
+    with runtime.sessions() as session:
+        if not tenant_exists(session, args.tenant):
+            creds = create_tenant(session, args.tenant)
+            print(f"created tenant {creds.tenant!r}: client_id={creds.client_id} "
+                  f"client_secret={creds.client_secret} (shown once)")
+    token = mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:dev",
+                       scopes=frozenset(SCOPES), ttl_seconds=86400)
+
+    app = create_app(runtime=runtime)
+    server = make_server(args.host, args.port, app, threaded=True)
+    base = f"http://{args.host}:{server.server_port}"
+    print(f"""
+Event Collector (embedded: {settings.database_url}, in-process broker and persist pool)
+listening on {base}   docs: {base}/docs
+token for tenant {args.tenant!r} (24 h):
+export TOKEN={token}
+curl -s -X POST {base}/api/v1/events -H "Authorization: Bearer $TOKEN" \\
+  -H "X-TWC-Tenant: {args.tenant}" -H "Content-Type: application/json" \\
+  -d '{{"entity_id":"o-1","entity_name":"ORDER","event_source":"CONNECTOR","event_type":"ENTITY_EVENT","event_payload":{{"operation":"CREATE","base64_encoded_payload_json":"eyJpZCI6ICJvLTEifQ==","key_attributes":{{"correlationId":"c-1"}}}}}}'
+""", flush=True)
+
+    def _stop(signum: int, _frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # The in-process queue lives in memory: drain it before leaving.
+        try:
+            runtime.broker.join(PERSIST_QUEUE, timeout=20_000)
+            worker.join()
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: stopping with unpersisted events: {exc}", file=sys.stderr)
+        worker.stop()
+        runtime.close()
+        print("stopped", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventcollector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run API + persist pool in one process (SQLite default)")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--tenant", default="demo", help="tenant to create and mint a token for")
+    dev.set_defaults(func=cmd_dev)
+
+    db = sub.add_parser("db", help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate to the latest revision").set_defaults(
+        func=cmd_db_upgrade)
+
+    tenant = sub.add_parser("tenant", help="manage tenants")
+    tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)
+    create = tenant_sub.add_parser("create", help="create a tenant and print its client")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(func=cmd_tenant_create)
+
+    token = sub.add_parser("token", help="mint an access token for operators")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--scope", action="append", help="scope(s); default: all")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Settings, database and broker wiring: the only place that reads the environment."""

@@ -1,0 +1,87 @@
+"""Builds a process's long-lived resources (engine, sessions, broker, intake) from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.intake import Intake
+from config.settings import Settings
+from store.db import make_engine, make_session_factory
+
+
+@dataclass
+class Runtime:
+    """The resources one process shares between its threads.
+
+    Attributes:
+        settings: the validated configuration.
+        engine: the SQLAlchemy engine of ``settings.database_url``.
+        sessions: session factory bound to ``engine``.
+        broker: the Dramatiq broker (Redis, or an in-process StubBroker when embedded).
+        intake: where the web process hands accepted events to the persist pool.
+    """
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    broker: dramatiq.Broker
+    intake: Intake
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.broker.close()
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """A RedisBroker for ``settings.redis_url``, else an in-process StubBroker."""
+    if settings.redis_url:
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            url=settings.redis_url,
+            namespace="dramatiq",
+            # A crashed worker's unacked messages are requeued once its heartbeat is this old.
+            heartbeat_timeout=30_000,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+        )
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker(fail_fast_default=False)
+    broker.emit_after("process_boot")
+    return broker
+
+
+def build_intake(settings: Settings, broker: dramatiq.Broker) -> Intake:
+    if settings.redis_url:
+        import redis
+
+        from broker.intakes.redis import RedisIntake
+
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            health_check_interval=15,
+        )
+        return RedisIntake(client, settings.intake_ttl_seconds)
+    from broker.intakes.memory import MemoryIntake
+
+    return MemoryIntake(broker, settings.intake_ttl_seconds)
+
+
+def build_runtime(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Runtime:
+    """Wire everything for ``settings``; pass ``broker`` to reuse one (tests, embedded)."""
+    engine = make_engine(settings.database_url)
+    broker = broker if broker is not None else build_broker(settings)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        broker=broker,
+        intake=build_intake(settings, broker),
+    )

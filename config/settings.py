@@ -1,0 +1,147 @@
+"""Typed settings built from environment variables and validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its environment.
+
+    Attributes:
+        database_url: SQLAlchemy URL (``postgresql+psycopg://`` or ``sqlite:///``).
+        redis_url: Redis URL for the Dramatiq broker and the intake cache; ``None`` = embedded.
+        port: the HTTP port of the web process.
+        token_secret: HMAC key that signs access tokens.
+        token_ttl_seconds: lifetime of an access token.
+        max_event_bytes: largest body accepted by ``POST /api/v1/events``.
+        max_batch_bytes: largest body accepted by ``POST /api/v1/events/batch``.
+        max_batch_events: most events in one batch request.
+        intake_ttl_seconds: how long an accepted event stays in the intake cache
+            (read-your-writes and the fast idempotency check).
+        data_dir: where the embedded default keeps its SQLite file and generated secret.
+    """
+
+    database_url: str
+    redis_url: str | None
+    port: int = 8000
+    token_secret: str = field(default="", repr=False)
+    token_ttl_seconds: int = 3600
+    max_event_bytes: int = 1024 * 1024
+    max_batch_bytes: int = 16 * 1024 * 1024
+    max_batch_events: int = 1000
+    intake_ttl_seconds: int = 3600
+    persist_max_retries: int = 1000
+    data_dir: str = ".eventcollector"
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: one process, in-process broker."""
+        return self.redis_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def normalize_database_url(raw: str, name: str = "DATABASE_URL") -> str:
+    """Return a SQLAlchemy URL; Heroku's ``postgres://`` form becomes psycopg 3's dialect."""
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        rest = raw.split("://", 1)[1]
+        if not rest:
+            raise ConfigError(f"{name} has no host or database: {scheme}://")
+        return "postgresql+psycopg://" + rest
+    if scheme.startswith("sqlite"):
+        return raw
+    raise ConfigError(
+        f"{name} must be a postgres://, postgresql:// or sqlite:/// URL, got scheme {scheme!r}"
+    )
+
+
+def _redis_url(raw: str, name: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _embedded_secret(data_dir: Path) -> str:
+    """The embedded default keeps a generated signing key beside its database."""
+    path = data_dir / "token_secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (default ``os.environ``); raise ConfigError naming the variable."""
+    env = os.environ if env is None else env
+    data_dir = env.get("EC_DATA_DIR", ".eventcollector")
+
+    raw_db = env.get("DATABASE_URL", "").strip()
+    if raw_db:
+        database_url = normalize_database_url(raw_db)
+    else:
+        database_url = f"sqlite:///{Path(data_dir).resolve() / 'eventcollector.db'}"
+
+    raw_redis = env.get("REDIS_URL", "").strip()
+    redis_url = _redis_url(raw_redis, "REDIS_URL") if raw_redis else None
+
+    secret = env.get("EC_TOKEN_SECRET", "").strip()
+    if secret and len(secret) < 32:
+        raise ConfigError("EC_TOKEN_SECRET must be at least 32 characters long")
+    if not secret:
+        if raw_db or raw_redis:
+            raise ConfigError(
+                "EC_TOKEN_SECRET is required when DATABASE_URL or REDIS_URL is set "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        secret = _embedded_secret(Path(data_dir))
+
+    log_level = env.get("LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        port=_int(env, "PORT", 8000, 1, 65535),
+        token_secret=secret,
+        token_ttl_seconds=_int(env, "EC_TOKEN_TTL_SECONDS", 3600, 60, 86400),
+        max_event_bytes=_int(env, "EC_MAX_EVENT_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+        max_batch_bytes=_int(env, "EC_MAX_BATCH_BYTES", 16 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+        max_batch_events=_int(env, "EC_MAX_BATCH_EVENTS", 1000, 1, 1000),
+        intake_ttl_seconds=_int(env, "EC_INTAKE_TTL_SECONDS", 3600, 60, 7 * 86400),
+        persist_max_retries=_int(env, "EC_PERSIST_MAX_RETRIES", 1000, 0, 100000),
+        data_dir=data_dir,
+        log_level=log_level,
+    )

@@ -1,0 +1,123 @@
+"""POST /api/v1/events and /api/v1/events/batch: parse, validate, accept, answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+from pydantic import ValidationError
+
+from api.http import ApiError, is_malformed_json, json_response, validation_details
+from api.security import require
+from broker.intake import Outcome
+from ingest.service import accept_events
+from store.domain import EventIn
+
+bp = Blueprint("ingest", __name__)
+
+
+def _require_json() -> None:
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+
+
+def _body(limit: int) -> bytes:
+    _require_json()
+    request.max_content_length = limit  # werkzeug answers 413 past it, chunked bodies too
+    return request.get_data(cache=False)
+
+
+def _location(event_id: str) -> str:
+    return f"/api/v1/events/{event_id}"
+
+
+@bp.post("/api/v1/events")
+@require("events:write")
+def create_event() -> Response:
+    runtime = current_app.extensions["ec.runtime"]
+    body = _body(runtime.settings.max_event_bytes)
+    try:
+        event = EventIn.model_validate_json(body)
+    except ValidationError as exc:
+        if is_malformed_json(exc):
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        raise ApiError(
+            400, "invalid_event", "the event is invalid", validation_details(exc)
+        ) from None
+    [result] = accept_events(runtime.intake, g.principal.tenant, [event])
+    document = result.document
+    if result.outcome is Outcome.CONFLICT:
+        raise ApiError(
+            409,
+            "id_conflict",
+            f"an event with id {document['id']!r} was already accepted with a different body",
+            [{"field": "id", "message": "already used with a different body", "type": "conflict"}],
+        )
+    status = 201 if result.outcome is Outcome.ACCEPTED else 200
+    return json_response(document, status, {"Location": _location(document["id"])})
+
+
+@bp.post("/api/v1/events/batch")
+@require("events:write")
+def create_events_batch() -> Response:
+    runtime = current_app.extensions["ec.runtime"]
+    settings = runtime.settings
+    body = _body(settings.max_batch_bytes)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("events"), list):
+        raise ApiError(400, "invalid_batch", "send {\"events\": [ ... ]}",
+                       [{"field": "events", "message": "must be a list", "type": "list_type"}])
+    if set(parsed) - {"events"}:
+        extra = sorted(set(parsed) - {"events"})
+        raise ApiError(400, "invalid_batch", "unexpected fields",
+                       [{"field": k, "message": "extra fields not permitted",
+                         "type": "extra_forbidden"} for k in extra])
+    items: list[Any] = parsed["events"]
+    if not items or len(items) > settings.max_batch_events:
+        raise ApiError(
+            400, "invalid_batch",
+            f"a batch holds 1 to {settings.max_batch_events} events, got {len(items)}",
+            [{"field": "events", "message": f"1 to {settings.max_batch_events} items",
+              "type": "length"}],
+        )
+
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    valid: list[EventIn] = []
+    positions: list[int] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(EventIn.model_validate(item))
+            positions.append(index)
+        except ValidationError as exc:
+            results[index] = {
+                "index": index,
+                "status": 400,
+                "error": {"code": "invalid_event", "message": "the event is invalid",
+                          "details": validation_details(exc)},
+            }
+    counts = {"accepted": 0, "duplicates": 0, "conflicts": 0,
+              "rejected": len(items) - len(valid)}
+    if valid:
+        for index, result in zip(positions, accept_events(runtime.intake, g.principal.tenant,
+                                                          valid), strict=True):
+            doc = result.document
+            if result.outcome is Outcome.ACCEPTED:
+                counts["accepted"] += 1
+                results[index] = {"index": index, "status": 201, "id": doc["id"], "event": doc}
+            elif result.outcome is Outcome.DUPLICATE:
+                counts["duplicates"] += 1
+                results[index] = {"index": index, "status": 200, "id": doc["id"], "event": doc}
+            else:
+                counts["conflicts"] += 1
+                results[index] = {
+                    "index": index, "status": 409, "id": doc["id"],
+                    "error": {"code": "id_conflict",
+                              "message": "id already accepted with a different body",
+                              "details": []},
+                }
+    return json_response({**counts, "results": results}, 200)

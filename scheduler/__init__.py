@@ -1,0 +1,1 @@
+"""The cron process for notification jobs. Not built yet (issue: notification jobs); nothing here runs."""

@@ -1,0 +1,203 @@
+"""Tenants, their OAuth 2.0 client credentials, and the signed access tokens they obtain."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.domain import TENANT_PATTERN
+from store.models import ApiClient, Tenant
+
+SCOPES = ("events:write", "events:read", "subscriptions", "jobs")
+TOKEN_ISSUER = "eventcollector"
+TOKEN_ALGORITHM = "HS256"
+_CLOCK_SKEW = 30  # seconds of iat in the future tolerated
+
+
+class AuthError(Exception):
+    """Base of this module's errors."""
+
+
+class TenantExists(AuthError):
+    pass
+
+
+class InvalidTenantName(AuthError):
+    pass
+
+
+class UnknownTenant(AuthError):
+    pass
+
+
+class InvalidClient(AuthError):
+    """Unknown client id, wrong secret, or inactive client."""
+
+
+class InvalidScope(AuthError):
+    pass
+
+
+class InvalidToken(AuthError):
+    """Missing, malformed, forged or expired token; the message says which, never the token."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    tenant: str
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    tenant: str
+    client_id: str
+    scopes: frozenset[str]
+
+
+def hash_secret(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt$16384$8$1${salt.hex()}${digest.hex()}"
+
+
+def check_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(
+        secret.encode(), salt=bytes.fromhex(salt_hex), n=int(n), r=int(r), p=int(p), dklen=32
+    )
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def parse_scopes(raw: str | list[str] | None) -> frozenset[str]:
+    """Scopes from a space-separated string or a list; None means every scope."""
+    if raw is None:
+        return frozenset(SCOPES)
+    items = raw.split() if isinstance(raw, str) else [s for part in raw for s in part.split()]
+    unknown = sorted(set(items) - set(SCOPES))
+    if unknown:
+        raise InvalidScope(f"unknown scope(s): {', '.join(unknown)}; allowed: {' '.join(SCOPES)}")
+    return frozenset(items) if items else frozenset(SCOPES)
+
+
+def create_tenant(session: Session, name: str) -> Credentials:
+    """Create a tenant with one client holding every scope; the secret is shown only here."""
+    if not re.match(TENANT_PATTERN, name):
+        raise InvalidTenantName(
+            "tenant names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    now = datetime.now(UTC)
+    session.add(Tenant(name=name, created_at=now))
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise TenantExists(f"tenant {name!r} already exists") from None
+    creds = _new_client(session, name, now)
+    session.commit()
+    return creds
+
+
+def add_client(session: Session, tenant: str) -> Credentials:
+    """Issue another client id/secret for an existing tenant."""
+    if session.execute(select(Tenant).where(Tenant.name == tenant)).scalar_one_or_none() is None:
+        raise UnknownTenant(f"no tenant named {tenant!r}")
+    creds = _new_client(session, tenant, datetime.now(UTC))
+    session.commit()
+    return creds
+
+
+def _new_client(session: Session, tenant: str, now: datetime) -> Credentials:
+    client_id = "ec_" + secrets.token_hex(12)
+    client_secret = secrets.token_urlsafe(32)
+    session.add(
+        ApiClient(
+            client_id=client_id,
+            tenant=tenant,
+            secret_hash=hash_secret(client_secret),
+            scopes=" ".join(SCOPES),
+            active=True,
+            created_at=now,
+        )
+    )
+    return Credentials(tenant=tenant, client_id=client_id, client_secret=client_secret)
+
+
+def tenant_exists(session: Session, tenant: str) -> bool:
+    return (
+        session.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar_one_or_none()
+        is not None
+    )
+
+
+def authenticate_client(session: Session, client_id: str, client_secret: str) -> ApiClient:
+    client = session.get(ApiClient, client_id)
+    if client is None or not client.active or not check_secret(client_secret, client.secret_hash):
+        raise InvalidClient("invalid client credentials")
+    return client
+
+
+def mint_token(
+    secret: str,
+    *,
+    tenant: str,
+    client_id: str,
+    scopes: frozenset[str],
+    ttl_seconds: int,
+    now: float | None = None,
+) -> str:
+    """Return a signed JWT carrying the tenant and scopes, valid for ``ttl_seconds``."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": TOKEN_ISSUER,
+        "sub": client_id,
+        "tenant": tenant,
+        "scope": " ".join(sorted(scopes)),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ttl_seconds,
+        "jti": secrets.token_hex(8),
+    }
+    return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    """Check signature, algorithm, issuer, expiry and iat; return who the token speaks for."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[TOKEN_ALGORITHM],
+            issuer=TOKEN_ISSUER,
+            leeway=_CLOCK_SKEW,
+            options={"require": ["exp", "iat", "iss", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("the access token has expired") from None
+    except jwt.PyJWTError:
+        raise InvalidToken("the access token is invalid") from None
+    if not isinstance(claims.get("iat"), int) or claims["iat"] > time.time() + _CLOCK_SKEW:
+        raise InvalidToken("the access token is invalid")
+    tenant = claims.get("tenant")
+    scope = claims.get("scope", "")
+    if not isinstance(tenant, str) or not isinstance(scope, str):
+        raise InvalidToken("the access token is invalid")
+    return Principal(tenant=tenant, client_id=str(claims["sub"]), scopes=frozenset(scope.split()))

@@ -1,0 +1,258 @@
+"""Events as the HTTP contract defines them: enums, the validated input model, ids, hashing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+
+class EventType(StrEnum):
+    ENTITY_EVENT = "ENTITY_EVENT"
+    FAULT = "FAULT"
+    WARNING = "WARNING"
+    SYSTEM = "SYSTEM"
+
+
+class EntityName(StrEnum):
+    ORDER = "ORDER"
+    ORDER_ENTRY = "ORDER_ENTRY"
+    CUSTOMER = "CUSTOMER"
+    ADDRESS = "ADDRESS"
+    PRODUCT = "PRODUCT"
+    VARIANT_PRODUCT = "VARIANT_PRODUCT"
+    PRICE = "PRICE"
+    INVENTORY_LEVEL = "INVENTORY_LEVEL"
+    INVENTORY_LOCATION = "INVENTORY_LOCATION"
+    INVENTORY_ITEM = "INVENTORY_ITEM"
+    STORE = "STORE"
+    MERCHANT = "MERCHANT"
+    WISHLIST = "WISHLIST"
+    WISHLIST_ITEM = "WISHLIST_ITEM"
+    OTHER = "OTHER"
+    EVENT = "EVENT"
+
+
+class EventSource(StrEnum):
+    SYSTEM = "SYSTEM"
+    CONNECTOR = "CONNECTOR"
+    APPLICATION = "APPLICATION"
+    SERVERLESS = "SERVERLESS"
+
+
+class Operation(StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    READ = "READ"
+    BULK_CREATE = "BULK_CREATE"
+    BULK_UPDATE = "BULK_UPDATE"
+
+
+MAX_KEY_ATTRIBUTES = 64
+EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the persist pool.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+ShortText = Annotated[str, StringConstraints(max_length=255), AfterValidator(_no_nul)]
+AttrKey = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
+AttrValue = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_no_nul)]
+
+
+def _decodes_to_json(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be standard base64") from None
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("must be base64 of a JSON document") from None
+    return value
+
+
+Base64Json = Annotated[Text, AfterValidator(_decodes_to_json)]
+
+
+class EventPayloadIn(BaseModel):
+    """The ``event_payload`` object of an event."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    base64_encoded_payload_json: Base64Json | None = None
+    base64_encoded_fault_json: Base64Json | None = None
+    entity_id: ShortText | None = None
+    key_attributes: dict[AttrKey, AttrValue] = Field(default_factory=dict)
+    operation: Operation | None = None
+
+    @field_validator("key_attributes", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) > MAX_KEY_ATTRIBUTES:
+            raise ValueError(f"at most {MAX_KEY_ATTRIBUTES} key attributes are allowed")
+        return value
+
+    @field_validator("operation", mode="before")
+    @classmethod
+    def _operation_enum(cls, value: Any) -> Any:
+        return _enum_value(Operation, value)
+
+
+def _enum_value(enum: type[StrEnum], value: Any) -> Any:
+    # Strict mode refuses plain strings for enums; convert here, with a clear message.
+    if value is None or isinstance(value, enum):
+        return value
+    if isinstance(value, str):
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in enum)
+            raise ValueError(f"must be one of {allowed}") from None
+    raise ValueError("must be a string")
+
+
+class EventIn(BaseModel):
+    """An event as a client posts it (seeds 000-002), validated and normalised."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] | None = None
+    entity_id: ShortText | None = None
+    entity_name: EntityName | None = None
+    event_source: EventSource
+    event_type: EventType
+    event_payload: EventPayloadIn = Field(default_factory=EventPayloadIn)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_002_form(cls, data: Any) -> Any:
+        # Seed 002 lists entity names under event_type: read that as an ENTITY_EVENT of that entity.
+        if isinstance(data, dict):
+            event_type = data.get("event_type")
+            if (
+                isinstance(event_type, str)
+                and event_type in EntityName.__members__
+                and event_type not in EventType.__members__
+                and data.get("entity_name") is None
+            ):
+                data = {**data, "entity_name": event_type, "event_type": "ENTITY_EVENT"}
+        return data
+
+    @field_validator("entity_name", mode="before")
+    @classmethod
+    def _entity_enum(cls, value: Any) -> Any:
+        return _enum_value(EntityName, value)
+
+    @field_validator("event_source", mode="before")
+    @classmethod
+    def _source_enum(cls, value: Any) -> Any:
+        return _enum_value(EventSource, value)
+
+    @field_validator("event_type", mode="before")
+    @classmethod
+    def _type_enum(cls, value: Any) -> Any:
+        return _enum_value(EventType, value)
+
+    @model_validator(mode="after")
+    def _entity_events_name_their_entity(self) -> EventIn:
+        if self.event_type is EventType.ENTITY_EVENT:
+            missing = []
+            if self.entity_name is None:
+                missing.append("entity_name")
+            if self.event_payload.operation is None:
+                missing.append("event_payload.operation")
+            if missing:
+                raise ValueError("an ENTITY_EVENT needs " + " and ".join(missing))
+        return self
+
+
+def new_event_id() -> str:
+    """Return a time-ordered UUIDv7 string (RFC 9562)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a Z."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def event_document(event: EventIn, event_id: str, received_at: datetime) -> dict[str, Any]:
+    """The event as it is stored and returned by ``GET /api/v1/events/{id}``."""
+    p = event.event_payload
+    return {
+        "id": event_id,
+        "entity_id": event.entity_id,
+        "entity_name": event.entity_name.value if event.entity_name else None,
+        "event_source": event.event_source.value,
+        "event_type": event.event_type.value,
+        "event_payload": {
+            "base64_encoded_payload_json": p.base64_encoded_payload_json,
+            "base64_encoded_fault_json": p.base64_encoded_fault_json,
+            "entity_id": p.entity_id,
+            "key_attributes": dict(p.key_attributes),
+            "operation": p.operation.value if p.operation else None,
+        },
+        "received_at": format_time(received_at),
+    }
+
+
+def body_hash(document: dict[str, Any]) -> str:
+    """Hash of what the client said (everything but the server's fields): idempotency key."""
+    client_part = {k: v for k, v in document.items() if k not in ("id", "received_at")}
+    return hashlib.sha256(orjson.dumps(client_part, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def decoded_payload(document: dict[str, Any]) -> Any:
+    """The decoded ``base64_encoded_payload_json`` (or fault) of a stored event, or None."""
+    payload = document.get("event_payload") or {}
+    for key in ("base64_encoded_payload_json", "base64_encoded_fault_json"):
+        raw = payload.get(key)
+        if raw:
+            try:
+                return orjson.loads(base64.b64decode(raw))
+            except (binascii.Error, ValueError):
+                return None
+    return None

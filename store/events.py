@@ -1,0 +1,200 @@
+"""Event persistence: idempotent batch inserts, lookups, and filtered cursor pagination."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from store.domain import body_hash, format_time, parse_time
+from store.models import EventRecord
+
+log = logging.getLogger(__name__)
+
+# Any constant will do: every persist transaction takes this lock so that sequence numbers
+# become visible in the order they were assigned (a reader paging by seq never skips one).
+_SEQ_LOCK_KEY = 0x45564331
+
+
+def _row_values(tenant: str, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    payload = doc.get("event_payload") or {}
+    attributes = payload.get("key_attributes") or {}
+    return {
+        "tenant": tenant,
+        "event_id": doc["id"],
+        "entity_id": doc.get("entity_id"),
+        "entity_name": doc.get("entity_name"),
+        "event_source": doc["event_source"],
+        "event_type": doc["event_type"],
+        "operation": payload.get("operation"),
+        "payload_entity_id": payload.get("entity_id"),
+        "payload_b64": payload.get("base64_encoded_payload_json"),
+        "fault_b64": payload.get("base64_encoded_fault_json"),
+        "key_attributes": attributes,
+        "correlation_id": (attributes.get("correlationId") or attributes.get("correlation_id")),
+        "body_hash": body_hash(doc),
+        "received_at": parse_time(doc["received_at"]),
+        "stored_at": now,
+    }
+
+
+def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) -> list[str]:
+    """Store events idempotently and commit; return the ids that were new.
+
+    A redelivered message inserts nothing twice: rows are keyed by (tenant, event id). An id
+    already stored with a different body keeps the first body and is logged as a conflict.
+    """
+    if not documents:
+        return []
+    now = datetime.now(UTC)
+    # One row per id even if a batch repeats one.
+    unique: dict[str, dict[str, Any]] = {}
+    for doc in documents:
+        unique.setdefault(doc["id"], doc)
+    rows = [_row_values(tenant, doc, now) for doc in unique.values()]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQ_LOCK_KEY})
+        stmt = pg_insert(EventRecord).on_conflict_do_nothing(
+            index_elements=["tenant", "event_id"]
+        )
+    else:
+        stmt = sqlite_insert(EventRecord).on_conflict_do_nothing(
+            index_elements=["tenant", "event_id"]
+        )
+    inserted = {r[0] for r in session.execute(stmt.returning(EventRecord.event_id), rows)}
+    skipped = [r for r in rows if r["event_id"] not in inserted]
+    if skipped:
+        existing = dict(
+            session.execute(
+                select(EventRecord.event_id, EventRecord.body_hash).where(
+                    EventRecord.tenant == tenant,
+                    EventRecord.event_id.in_([r["event_id"] for r in skipped]),
+                )
+            ).all()
+        )
+        for r in skipped:
+            if existing.get(r["event_id"]) not in (None, r["body_hash"]):
+                log.warning(
+                    "event id conflict: kept the first body",
+                    extra={"tenant": tenant, "event_id": r["event_id"]},
+                )
+    session.commit()
+    return [r["event_id"] for r in rows if r["event_id"] in inserted]
+
+
+def to_document(row: EventRecord) -> dict[str, Any]:
+    """The stored event in the v1 API shape (the same document the intake cached)."""
+    return {
+        "id": row.event_id,
+        "entity_id": row.entity_id,
+        "entity_name": row.entity_name,
+        "event_source": row.event_source,
+        "event_type": row.event_type,
+        "event_payload": {
+            "base64_encoded_payload_json": row.payload_b64,
+            "base64_encoded_fault_json": row.fault_b64,
+            "entity_id": row.payload_entity_id,
+            "key_attributes": dict(row.key_attributes or {}),
+            "operation": row.operation,
+        },
+        "received_at": format_time(row.received_at),
+    }
+
+
+def get_event(session: Session, tenant: str, event_id: str) -> EventRecord | None:
+    return session.execute(
+        select(EventRecord).where(EventRecord.tenant == tenant, EventRecord.event_id == event_id)
+    ).scalar_one_or_none()
+
+
+def get_event_by_seq(session: Session, tenant: str, seq: int) -> EventRecord | None:
+    return session.execute(
+        select(EventRecord).where(EventRecord.tenant == tenant, EventRecord.seq == seq)
+    ).scalar_one_or_none()
+
+
+SORTABLE = ("id", "received_at")
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters and a cursor for listing one tenant's events.
+
+    Attributes:
+        from_seq: first sequence number to return (inclusive), in ``direction``'s order.
+        sort: ``id`` (sequence order, stable while events arrive) or ``received_at``.
+    """
+
+    from_seq: int | None = None
+    per_page: int = 10
+    sort: str = "id"
+    descending: bool = False
+    event_type: str | None = None
+    event_source: str | None = None
+    entity_name: str | None = None
+    entity_id: str | None = None
+    operation: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    rows: list[EventRecord]
+    total: int
+    next_from_seq: int | None
+
+
+def list_events(session: Session, tenant: str, q: EventQuery) -> EventPage:
+    """One page of a tenant's events; ``total`` counts every event matching the filters."""
+    conditions = [EventRecord.tenant == tenant]
+    for column, value in (
+        (EventRecord.event_type, q.event_type),
+        (EventRecord.event_source, q.event_source),
+        (EventRecord.entity_name, q.entity_name),
+        (EventRecord.entity_id, q.entity_id),
+        (EventRecord.operation, q.operation),
+        (EventRecord.correlation_id, q.correlation_id),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if q.since is not None:
+        conditions.append(EventRecord.received_at >= q.since)
+    if q.until is not None:
+        conditions.append(EventRecord.received_at < q.until)
+
+    total = session.execute(select(func.count()).where(*conditions)).scalar_one()
+
+    page_conditions = list(conditions)
+    if q.sort == "received_at":
+        order = (EventRecord.received_at, EventRecord.seq)
+        if q.from_seq is not None:
+            anchor = get_event_by_seq(session, tenant, q.from_seq)
+            if anchor is not None:
+                key = (anchor.received_at, anchor.seq)
+                from sqlalchemy import tuple_
+
+                cmp = tuple_(EventRecord.received_at, EventRecord.seq)
+                page_conditions.append(cmp <= key if q.descending else cmp >= key)
+    else:
+        order = (EventRecord.seq,)
+        if q.from_seq is not None:
+            page_conditions.append(
+                EventRecord.seq <= q.from_seq if q.descending else EventRecord.seq >= q.from_seq
+            )
+    ordering = [c.desc() if q.descending else c.asc() for c in order]
+    rows = list(
+        session.execute(
+            select(EventRecord).where(*page_conditions).order_by(*ordering).limit(q.per_page + 1)
+        ).scalars()
+    )
+    next_from = rows[q.per_page].seq if len(rows) > q.per_page else None
+    return EventPage(rows=rows[: q.per_page], total=total, next_from_seq=next_from)

@@ -1,0 +1,1 @@
+"""Dramatiq actors: thin wrappers that call a store/service function per message."""

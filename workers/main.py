@@ -1,0 +1,30 @@
+"""The worker processes' composition root: ``dramatiq workers.main:setup --queues persist``."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from config.runtime import Runtime, build_runtime
+from config.settings import Settings, load_settings
+from workers.persist import declare_persist_actor
+
+
+def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
+    """Declare every actor on ``runtime.broker``; each pool consumes its own queue."""
+    persist = declare_persist_actor(
+        runtime.broker, runtime.sessions, max_retries=runtime.settings.persist_max_retries
+    )
+    return {persist.actor_name: persist}
+
+
+def setup(settings: Settings | None = None) -> Runtime:
+    """Called by the dramatiq CLI in each worker process: build the runtime, set the broker."""
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runtime = build_runtime(settings)
+    dramatiq.set_broker(runtime.broker)
+    declare_actors(runtime)
+    return runtime
