@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -180,8 +180,6 @@ def list_events(session: Session, tenant: str, q: EventQuery) -> EventPage:
             anchor = get_event_by_seq(session, tenant, q.from_seq)
             if anchor is not None:
                 key = (anchor.received_at, anchor.seq)
-                from sqlalchemy import tuple_
-
                 cmp = tuple_(EventRecord.received_at, EventRecord.seq)
                 page_conditions.append(cmp <= key if q.descending else cmp >= key)
     else:
@@ -196,5 +194,12 @@ def list_events(session: Session, tenant: str, q: EventQuery) -> EventPage:
             select(EventRecord).where(*page_conditions).order_by(*ordering).limit(q.per_page + 1)
         ).scalars()
     )
-    next_from = rows[q.per_page].seq if len(rows) > q.per_page else None
+    if len(rows) > q.per_page:
+        next_from: int | None = rows[q.per_page].seq
+    elif rows and q.sort == "id" and not q.descending:
+        # The last page so far: events stored later get higher numbers, so a client can come
+        # back with this cursor and miss nothing; an empty page answers None.
+        next_from = rows[-1].seq + 1
+    else:
+        next_from = None
     return EventPage(rows=rows[: q.per_page], total=total, next_from_seq=next_from)

@@ -1,0 +1,293 @@
+"""The event pipeline over real PostgreSQL and Redis with real Dramatiq workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import psycopg
+import pytest
+import redis
+import requests
+from sqlalchemy import func, select
+
+from broker.queues import PERSIST_QUEUE
+from config.runtime import build_runtime
+from store.auth import create_tenant
+from store.models import EventRecord
+from tests.conftest import SECRET, Caller, free_port, make_settings, mint, order_event
+from tests.integration.procs import Proc, RedisServer, procfile_command, wait_http
+
+pytestmark = pytest.mark.integration
+
+
+def _app(settings: Any) -> Any:
+    from api.app import create_app
+
+    runtime = build_runtime(settings)
+    app = create_app(runtime=runtime)
+    app.testing = True
+    return app, runtime
+
+
+def _ensure_tenant(runtime: Any, name: str) -> None:
+    from store.auth import tenant_exists
+
+    with runtime.sessions() as session:
+        if not tenant_exists(session, name):
+            create_tenant(session, name)
+
+
+def _stored(runtime: Any, tenant: str) -> list[str]:
+    with runtime.sessions() as session:
+        return list(session.execute(
+            select(EventRecord.event_id).where(EventRecord.tenant == tenant)).scalars())
+
+
+def test_redis_intake_feeds_a_real_dramatiq_worker_into_postgres(pg_url: str,
+                                                                  redis_url: str) -> None:
+    # Given an app and an in-process Dramatiq worker on real Redis and PostgreSQL
+    from workers.main import declare_actors
+
+    app, runtime = _app(make_settings(pg_url, redis_url))
+    declare_actors(runtime)
+    _ensure_tenant(runtime, "it-acme")
+    caller = Caller(app.test_client(), "it-acme", mint("it-acme"))
+    worker = dramatiq.Worker(runtime.broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        # When a single event and a batch are posted, one of them a retry
+        single = caller.post_event(order_event(id=f"single-{uuid.uuid4().hex}"))
+        retry = caller.post_event(order_event(id=single.json["id"]))
+        batch = caller.client.post("/api/v1/events/batch", headers=caller.headers(), json={
+            "events": [order_event(entity_id=f"b-{i}") for i in range(50)] + [{"bad": 1}]})
+        # Then read-your-writes works before the worker runs, and the worker stores them all
+        assert single.status_code == 201, single.json
+        assert retry.status_code == 200 and retry.json == single.json
+        assert caller.get(f"/api/v1/events/{single.json['id']}").json == single.json
+        assert batch.status_code == 200 and batch.json["accepted"] == 50
+        assert batch.json["rejected"] == 1
+        runtime.broker.join(PERSIST_QUEUE, timeout=20_000)
+        worker.join()
+        ids = _stored(runtime, "it-acme")
+        expected = {single.json["id"]} | {
+            r["id"] for r in batch.json["results"] if r["status"] == 201}
+        assert set(ids) >= expected and len(ids) == len(set(ids))
+        listed = caller.get("/api/v1/events", query_string={"per_page": 100}).json
+        assert {e["id"] for e in listed["events"]} >= expected
+        assert caller.get(f"/api/v1/events/{single.json['id']}").json == single.json
+    finally:
+        worker.stop()
+        runtime.close()
+
+
+def test_redis_down_answers_503_and_enqueues_nothing_then_recovers(pg_url: str,
+                                                                    tmp_path: Path) -> None:
+    # Given an app on a private Redis that is then stopped
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    app, runtime = _app(make_settings(pg_url, server.url))
+    _ensure_tenant(runtime, "it-down")
+    caller = Caller(app.test_client(), "it-down", mint("it-down"))
+    try:
+        assert caller.post_event(order_event()).status_code == 201
+        server.stop()
+        # When events are posted while Redis is down
+        down = [caller.post_event(order_event(id=f"down-{i}")) for i in range(3)]
+        # Then each answer is 503 with Retry-After and the error shape, never 201
+        for r in down:
+            assert r.status_code == 503
+            assert r.headers["Retry-After"].isdigit()
+            assert r.json["error"]["code"] == "unavailable"
+        ready = app.test_client().get("/readyz")
+        assert ready.status_code == 503 and ready.json["checks"]["broker"] is False
+        # And when Redis is back the same app accepts again by itself
+        server.start()
+        deadline = time.monotonic() + 15
+        while True:
+            again = caller.post_event(order_event(id="down-0"))
+            if again.status_code == 201 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert again.status_code == 201
+        # Nothing from the outage is in the (fresh) broker: exactly the one message just sent
+        client = redis.Redis(port=server.port)
+        assert client.llen(f"dramatiq:{PERSIST_QUEUE}") == 1
+        assert client.get("ec:intake:it-down:down-1") is None
+    finally:
+        runtime.close()
+        server.stop()
+
+
+def test_persist_actor_retries_until_the_database_exists(redis_url: str) -> None:
+    # Given a worker whose database does not exist yet
+    from store.db import upgrade
+    from workers.main import declare_actors
+
+    name = f"ec_late_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    late_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    app, runtime = _app(make_settings(late_url, redis_url))
+    declare_actors(runtime)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        from broker.intake import Pending
+        from ingest.service import prepare
+        from store.domain import EventIn
+
+        event = EventIn.model_validate(order_event(id="late-1"))
+        pending: Pending = prepare(event, datetime.now(UTC))
+        runtime.intake.accept("it-late", [pending])
+        time.sleep(2)  # When the worker has failed a few times against the missing database
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        upgrade(late_url)
+        # Then the retried message lands once the database is there
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _stored(runtime, "it-late"):
+            time.sleep(0.3)
+        assert _stored(runtime, "it-late") == ["late-1"]
+    finally:
+        worker.stop()
+        runtime.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def procfile_stack(pg_url: str, redis_url: str, tmp_path: Path) -> Any:
+    """The Procfile's release, web and persist commands on PostgreSQL and Redis."""
+    port = free_port()
+    env = {"DATABASE_URL": pg_url.replace("postgresql+psycopg://", "postgres://"),
+           "REDIS_URL": redis_url, "EC_TOKEN_SECRET": SECRET, "PORT": str(port),
+           "WEB_BIND": "127.0.0.1", "WEB_CONCURRENCY": "2", "PERSIST_PROCESSES": "1",
+           "PERSIST_THREADS": "4", "LOG_LEVEL": "WARNING"}
+    release = Proc("release", procfile_command("release"), env, tmp_path)
+    assert release.popen.wait(60) == 0, release.log()
+    web = Proc("web", procfile_command("web"), env, tmp_path)
+    persist = Proc("persist", procfile_command("persist"), env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", web)
+        yield base, web, persist
+    finally:
+        assert web.stop() is not None
+        persist.stop()
+
+
+def _count(pg_url: str, tenant: str) -> tuple[int, int]:
+    url = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM events WHERE tenant = %s", (tenant,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_thousand_events_through_procfile_web_and_persist_stored_exactly_once(
+    procfile_stack: Any, pg_url: str
+) -> None:
+    base, web, persist = procfile_stack
+    # Given a tenant created with the CLI and a token from the token endpoint
+    env = {"DATABASE_URL": pg_url, "EC_TOKEN_SECRET": SECRET}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "eventcollector"), "tenant", "create",
+         f"it-{uuid.uuid4().hex[:6]}", "--json"],
+        env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    creds = json.loads(out.stdout)
+    token = requests.post(base + "/api/v1/auth/token", data={
+        "grant_type": "client_credentials", "client_id": creds["client_id"],
+        "client_secret": creds["client_secret"]}, timeout=10).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "X-TWC-Tenant": creds["tenant"]}
+    session = requests.Session()
+
+    def post(i: int) -> tuple[int, str]:
+        r = session.post(base + "/api/v1/events", json=order_event(id=f"ev-{i:04d}"),
+                         headers=headers, timeout=10)
+        return r.status_code, r.json()["id"]
+
+    # When 1,000 events are posted concurrently, and 100 of them retried
+    with ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(post, range(1000)))
+        retries = list(pool.map(post, range(0, 1000, 10)))
+    # Then every first post was accepted, every retry answered 200 with the same id
+    assert [s for s, _ in first] == [201] * 1000
+    assert {s for s, _ in retries} == {200}
+    # And the persist pool stores each exactly once
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and _count(pg_url, creds["tenant"])[0] < 1000:
+        time.sleep(0.5)
+    assert _count(pg_url, creds["tenant"]) == (1000, 1000), persist.log()[-3000:]
+    listed = session.get(base + "/api/v1/events", headers=headers,
+                         params={"per_page": 100}, timeout=10).json()
+    assert listed["total"] == 1000 and len(listed["events"]) == 100
+    assert persist.alive() and web.alive()
+
+
+def test_pagination_on_postgres_skips_and_repeats_nothing_while_events_arrive(
+    pg_url: str, redis_url: str
+) -> None:
+    # Given four persist threads storing single-event messages concurrently
+    from workers.main import declare_actors
+
+    app, runtime = _app(make_settings(pg_url, redis_url))
+    declare_actors(runtime)
+    _ensure_tenant(runtime, "it-page")
+    caller = Caller(app.test_client(), "it-page", mint("it-page"))
+    worker = dramatiq.Worker(runtime.broker, worker_threads=4, worker_timeout=20)
+    worker.start()
+    import threading
+
+    posted: list[str] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        client = Caller(app.test_client(), "it-page", caller.token)
+        for i in range(300):
+            r = client.post_event(order_event(entity_id=f"p-{i}"))
+            posted.append(r.json["id"])
+        done.set()
+
+    try:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        # When a reader pages through with per_page=7 while they arrive, resuming at the end
+        seen: list[str] = []
+        cursor: int | None = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            params: dict[str, Any] = {"per_page": 7}
+            if cursor is not None:
+                params["from_id"] = cursor
+            page = caller.get("/api/v1/events", query_string=params).json
+            seen.extend(e["id"] for e in page["events"])
+            if page["next_from_id"] is not None:
+                cursor = page["next_from_id"]
+            elif done.is_set() and runtime.broker.do_qsize(PERSIST_QUEUE) == 0 and \
+                    len(seen) >= len(posted):
+                break
+            else:
+                time.sleep(0.05)
+        thread.join()
+        # Then it saw every event exactly once, in storage order
+        assert len(seen) == len(set(seen)) == 300
+        assert set(seen) == set(posted)
+        with runtime.sessions() as session:
+            in_order = list(session.execute(
+                select(EventRecord.event_id).where(EventRecord.tenant == "it-page")
+                .order_by(EventRecord.seq)).scalars())
+        assert seen == in_order
+    finally:
+        worker.stop()
+        runtime.close()
