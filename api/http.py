@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from flask import Flask, Response, current_app
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from broker.intake import IntakeUnavailable

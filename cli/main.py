@@ -13,6 +13,12 @@ from collections.abc import Sequence
 
 from config.settings import ConfigError, Settings, load_settings
 
+_EXAMPLE = (
+    '{"entity_id":"o-1","entity_name":"ORDER","event_source":"CONNECTOR",'
+    '"event_type":"ENTITY_EVENT","event_payload":{"operation":"CREATE",'
+    '"base64_encoded_payload_json":"eyJpZCI6ICJvLTEifQ==","key_attributes":{"correlationId":"c-1"}}}'
+)
+
 
 def _settings() -> Settings:
     try:
@@ -98,6 +104,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     upgrade(settings.database_url)
     runtime = build_runtime(settings)
+    app = create_app(runtime=runtime)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        runtime.close()
+        return 1
     dramatiq.set_broker(runtime.broker)
     declare_actors(runtime)
     worker = dramatiq.Worker(runtime.broker, worker_threads=2)
@@ -111,8 +124,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
     token = mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:dev",
                        scopes=frozenset(SCOPES), ttl_seconds=86400)
 
-    app = create_app(runtime=runtime)
-    server = make_server(args.host, args.port, app, threaded=True)
     base = f"http://{args.host}:{server.server_port}"
     print(f"""
 Event Collector (embedded: {settings.database_url}, in-process broker and persist pool)
@@ -121,7 +132,7 @@ token for tenant {args.tenant!r} (24 h):
 export TOKEN={token}
 curl -s -X POST {base}/api/v1/events -H "Authorization: Bearer $TOKEN" \\
   -H "X-TWC-Tenant: {args.tenant}" -H "Content-Type: application/json" \\
-  -d '{{"entity_id":"o-1","entity_name":"ORDER","event_source":"CONNECTOR","event_type":"ENTITY_EVENT","event_payload":{{"operation":"CREATE","base64_encoded_payload_json":"eyJpZCI6ICJvLTEifQ==","key_attributes":{{"correlationId":"c-1"}}}}}}'
+  -d '{_EXAMPLE}'
 """, flush=True)
 
     def _stop(signum: int, _frame: object) -> None:

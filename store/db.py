@@ -43,8 +43,12 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Run Alembic migrations up to ``revision`` against ``url``."""
+    import logging
+
     from alembic import command
     from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from broker.queues import PERSIST_QUEUE
 from config.runtime import build_runtime
