@@ -1,4 +1,6 @@
-"""Queue and actor names shared by the web process (which enqueues) and the pools (which consume)."""
+"""Queue and actor names shared by the processes that enqueue and the pools that consume."""
 
 PERSIST_QUEUE = "persist"
 PERSIST_ACTOR = "persist_events"
+DELIVER_QUEUE = "deliveries"
+DELIVER_ACTOR = "deliver"

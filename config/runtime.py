@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import dramatiq
 from sqlalchemy import Engine
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.intake import Intake
 from config.settings import Settings
+from delivery.sender import Sender
+from delivery.service import RetryPolicy
+from store.crypto import SecretBox
 from store.db import make_engine, make_session_factory
 
 
@@ -23,6 +27,9 @@ class Runtime:
         sessions: session factory bound to ``engine``.
         broker: the Dramatiq broker (Redis, or an in-process StubBroker when embedded).
         intake: where the web process hands accepted events to the persist pool.
+        box: encrypts and decrypts subscription secrets.
+        senders: the delivery sender per destination type (SQS, SNS).
+        retry_policy: the delivery retry schedule.
     """
 
     settings: Settings
@@ -30,6 +37,9 @@ class Runtime:
     sessions: sessionmaker[Session]
     broker: dramatiq.Broker
     intake: Intake
+    box: SecretBox
+    senders: Mapping[str, Sender] = field(default_factory=dict)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -74,8 +84,22 @@ def build_intake(settings: Settings, broker: dramatiq.Broker) -> Intake:
     return MemoryIntake(broker, settings.intake_ttl_seconds)
 
 
-def build_runtime(settings: Settings, *, broker: dramatiq.Broker | None = None) -> Runtime:
-    """Wire everything for ``settings``; pass ``broker`` to reuse one (tests, embedded)."""
+def build_senders() -> dict[str, Sender]:
+    from delivery.senders.aws import ClientCache
+    from delivery.senders.sns import SnsSender
+    from delivery.senders.sqs import SqsSender
+
+    clients = ClientCache()
+    return {"SQS": SqsSender(clients), "SNS": SnsSender(clients)}
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    broker: dramatiq.Broker | None = None,
+    senders: Mapping[str, Sender] | None = None,
+) -> Runtime:
+    """Wire everything for ``settings``; pass ``broker``/``senders`` to substitute (tests)."""
     engine = make_engine(settings.database_url)
     broker = broker if broker is not None else build_broker(settings)
     return Runtime(
@@ -84,4 +108,11 @@ def build_runtime(settings: Settings, *, broker: dramatiq.Broker | None = None) 
         sessions=make_session_factory(engine),
         broker=broker,
         intake=build_intake(settings, broker),
+        box=SecretBox(settings.secret_key),
+        senders=senders if senders is not None else build_senders(),
+        retry_policy=RetryPolicy(
+            schedule=settings.delivery_retry_schedule,
+            give_up_after=settings.delivery_give_up_seconds,
+            failing_window=settings.subscription_failing_window_seconds,
+        ),
     )

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -30,6 +31,14 @@ class Settings:
         intake_ttl_seconds: how long an accepted event stays in the intake cache
             (read-your-writes and the fast idempotency check).
         data_dir: where the embedded default keeps its SQLite file and generated secret.
+        secret_key: Fernet key that encrypts subscription secrets at rest (None: subscriptions
+            cannot carry keys and use the platform's AWS credentials).
+        delivery_retry_schedule: seconds before each retry of a failed delivery; the last
+            value repeats until ``delivery_give_up_seconds`` after the first attempt.
+        subscription_failing_window_seconds: a subscription whose deliveries keep failing
+            (transiently) for this long is deactivated.
+        aws_endpoint_sqs / aws_endpoint_sns: endpoint overrides (``AWS_ENDPOINT_URL[_SQS|_SNS]``,
+            which boto3 honours itself); queue URLs on them are accepted too.
     """
 
     database_url: str
@@ -44,6 +53,12 @@ class Settings:
     persist_max_retries: int = 1000
     data_dir: str = ".eventcollector"
     log_level: str = "INFO"
+    secret_key: str | None = field(default=None, repr=False)
+    delivery_retry_schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
+    delivery_give_up_seconds: float = 86400
+    subscription_failing_window_seconds: float = 6 * 3600
+    aws_endpoint_sqs: str | None = None
+    aws_endpoint_sns: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -90,16 +105,50 @@ def _redis_url(raw: str, name: str) -> str:
     return raw
 
 
-def _embedded_secret(data_dir: Path) -> str:
-    """The embedded default keeps a generated signing key beside its database."""
-    path = data_dir / "token_secret"
+def _embedded_secret(data_dir: Path, name: str = "token_secret", make: Any = None) -> str:
+    """The embedded default keeps generated keys beside its database."""
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
+    secret = make() if make else secrets.token_urlsafe(48)
     path.write_text(secret)
     path.chmod(0o600)
     return secret
+
+
+def _fernet_key() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _check_fernet(raw: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        if len(base64.urlsafe_b64decode(raw.encode())) == 32:
+            return raw
+    except (binascii.Error, ValueError):
+        pass
+    raise ConfigError(
+        "EC_SECRET_KEY must be a Fernet key: 32 bytes, url-safe base64 (generate one with: "
+        "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+    )
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(v) for v in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{name} must list positive numbers of seconds")
+    return values
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +176,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
         secret = _embedded_secret(Path(data_dir))
 
+    secret_key = env.get("EC_SECRET_KEY", "").strip() or None
+    if secret_key:
+        secret_key = _check_fernet(secret_key)
+    elif not (raw_db or raw_redis):
+        secret_key = _embedded_secret(Path(data_dir), "secret_key", _fernet_key)
+
     log_level = env.get("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -144,4 +199,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         persist_max_retries=_int(env, "EC_PERSIST_MAX_RETRIES", 1000, 0, 100000),
         data_dir=data_dir,
         log_level=log_level,
+        secret_key=secret_key,
+        delivery_retry_schedule=_schedule(
+            env, "EC_DELIVERY_RETRY_SCHEDULE", (5, 30, 120, 600, 1800, 3600)
+        ),
+        delivery_give_up_seconds=_int(env, "EC_DELIVERY_GIVE_UP_SECONDS", 86400, 1, 30 * 86400),
+        subscription_failing_window_seconds=_int(
+            env, "EC_SUBSCRIPTION_FAILING_WINDOW_SECONDS", 6 * 3600, 1, 30 * 86400
+        ),
+        aws_endpoint_sqs=(env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None),
+        aws_endpoint_sns=(env.get("AWS_ENDPOINT_URL_SNS") or env.get("AWS_ENDPOINT_URL") or None),
     )

@@ -45,10 +45,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Run Alembic migrations up to ``revision`` against ``url``."""
     import logging
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

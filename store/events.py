@@ -45,7 +45,7 @@ def _row_values(tenant: str, doc: dict[str, Any], now: datetime) -> dict[str, An
 
 
 def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) -> list[str]:
-    """Store events idempotently and commit; return the ids that were new.
+    """Store events idempotently (the caller commits); return the ids that were new.
 
     A redelivered message inserts nothing twice: rows are keyed by (tenant, event id). An id
     already stored with a different body keeps the first body and is logged as a conflict.
@@ -85,7 +85,6 @@ def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) 
                     "event id conflict: kept the first body",
                     extra={"tenant": tenant, "event_id": r["event_id"]},
                 )
-    session.commit()
     return [r["event_id"] for r in rows if r["event_id"] in inserted]
 
 

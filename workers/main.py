@@ -1,4 +1,4 @@
-"""The worker processes' composition root: ``dramatiq workers.main:setup --queues persist``."""
+"""Worker processes' composition root: ``dramatiq workers.main:setup --queues persist|deliveries``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dramatiq
 
 from config.runtime import Runtime, build_runtime
 from config.settings import Settings, load_settings
+from workers.deliver import declare_deliver_actor
 from workers.persist import declare_persist_actor
 
 
@@ -16,7 +17,11 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
     persist = declare_persist_actor(
         runtime.broker, runtime.sessions, max_retries=runtime.settings.persist_max_retries
     )
-    return {persist.actor_name: persist}
+    deliver = declare_deliver_actor(
+        runtime.broker, runtime.sessions, senders=runtime.senders, box=runtime.box,
+        policy=runtime.retry_policy,
+    )
+    return {persist.actor_name: persist, deliver.actor_name: deliver}
 
 
 def setup(settings: Settings | None = None) -> Runtime:

@@ -1,4 +1,4 @@
-"""The persist pool's actor: store a message's events idempotently, retry while the DB is down."""
+"""The persist pool's actor: store a message's events, fan out to matching subscriptions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.dispatch import enqueue_deliveries
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from store.events import save_events
+from store.subscriptions import IndexCache, create_deliveries, pending_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +25,40 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def persist_and_fan_out(
+    session: Session, tenant: str, events: list[dict[str, Any]], indexes: IndexCache
+) -> tuple[int, list[int]]:
+    """Store ``events`` and their deliveries in one transaction; return (new events, deliveries
+    to enqueue). A redelivered message stores nothing twice and re-lists unsent deliveries."""
+    inserted = set(save_events(session, tenant, events))
+    index = indexes.get(session, tenant)
+    if inserted and not index.empty:
+        create_deliveries(session, tenant, [e for e in events if e["id"] in inserted], index)
+    session.commit()
+    due = [] if index.empty else pending_deliveries(session, tenant, [e["id"] for e in events])
+    session.rollback()
+    return len(inserted), due
+
+
 def declare_persist_actor(
     broker: dramatiq.Broker, sessions: sessionmaker[Session], *, max_retries: int
 ) -> dramatiq.Actor:
     """Declare ``persist_events`` on ``broker`` (queue ``persist``) and return it."""
+    indexes = IndexCache()
 
     def persist_events(tenant: str, events: list[dict[str, Any]]) -> int:
         with sessions() as session:
             try:
-                inserted = save_events(session, tenant, events)
+                stored, due = persist_and_fan_out(session, tenant, events, indexes)
             except Exception:
                 session.rollback()
                 raise
-        log.debug("stored %d of %d events for %s", len(inserted), len(events), tenant)
-        return len(inserted)
+        # Committed first, then enqueued: a crash in between leaves the message unacked, and
+        # its redelivery finds these deliveries still unattempted and enqueues them.
+        enqueue_deliveries(broker, due)
+        log.debug("stored %d of %d events for %s, %d deliveries", stored, len(events), tenant,
+                  len(due))
+        return stored
 
     def retry_when(retries: int, exc: BaseException) -> bool:
         # Bad data would fail the same way forever: dead-letter it at once.

@@ -121,7 +121,8 @@ def running_app(db_path: Path, *, migrate: bool = True, **settings_kw: Any) -> I
         upgrade(settings.database_url)
     runtime = build_runtime(settings)
     declare_actors(runtime)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=50)
+    # A short poll (conftest uses 50 ms) makes worker.stop() in teardown quicker.
+    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=10)
     worker.start()
     app = create_app(runtime=runtime)
     app.testing = True
@@ -759,4 +760,32 @@ def test_batch_and_single_posts_share_idempotency(acme: Caller) -> None:
     # Then they are a duplicate (same event) and a conflict
     assert [r["status"] for r in body["results"]] == [200, 409]
     assert body["results"][0]["event"] == first
+    assert stored_total(acme) == 1
+
+
+# --- broker unavailable ------------------------------------------------------------------------
+
+def test_broker_down_is_a_503_with_retry_after_and_nothing_is_accepted(
+    acme: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = acme.client.application.extensions["ec.runtime"].broker
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionError("broker down")
+
+    # Given a broker that refuses every message
+    monkeypatch.setattr(broker, "enqueue", refuse)
+    # When an event and a batch are posted
+    single = acme.post_event(order_event(id="down-1"))
+    batch = post_batch(acme, [order_event(id="down-2")])
+    # Then both are 503 with Retry-After, and neither id is known
+    for resp in (single, batch):
+        assert_error(resp, 503, "unavailable")
+        assert int(resp.headers["Retry-After"]) > 0
+    assert acme.get("/api/v1/events/down-1").status_code == 404
+    # When the broker is back and the client retries
+    monkeypatch.undo()
+    retry = acme.post_event(order_event(id="down-1"))
+    # Then the event is accepted as new (201, not a 200 for an event that was never enqueued)
+    assert retry.status_code == 201
     assert stored_total(acme) == 1

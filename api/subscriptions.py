@@ -1,0 +1,252 @@
+"""/api/v1/event-subscription: CRUD, deactivate, the attempt log, replay and a test send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from api.events import Moment, parse_query
+from api.http import ApiError, json_response, validation_details
+from api.security import require
+from broker.dispatch import enqueue_deliveries
+from delivery.service import build_message, destination_of
+from store.crypto import SecretsUnavailable
+from store.deliveries import list_attempts, replay_deliveries
+from store.domain import format_time, new_event_id
+from store.models import Delivery
+from store.subscriptions import (
+    SubscriptionError,
+    SubscriptionExists,
+    SubscriptionIn,
+    create_subscription,
+    deactivate_subscription,
+    delete_subscription,
+    get_subscription,
+    list_subscriptions,
+    to_api,
+    update_subscription,
+)
+
+bp = Blueprint("subscriptions", __name__)
+BASE = "/api/v1/event-subscription"
+REPLAY_LIMIT = 100_000
+
+
+def _runtime() -> Any:
+    return current_app.extensions["ec.runtime"]
+
+
+def _json_body() -> Any:
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    request.max_content_length = 64 * 1024
+    try:
+        return orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+
+
+def _parse_subscription(body: Any) -> SubscriptionIn:
+    context = {"sqs_endpoint": _runtime().settings.aws_endpoint_sqs}
+    try:
+        return SubscriptionIn.model_validate(body, context=context)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_subscription", "the subscription is invalid",
+                       validation_details(exc)) from None
+
+
+def _domain_error(exc: SubscriptionError) -> ApiError:
+    status, code = (409, "conflict") if isinstance(exc, SubscriptionExists) else (400, "invalid_subscription")
+    field = exc.field or "body"
+    return ApiError(status, code, str(exc), [{"field": field, "message": str(exc), "type": code}])
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such subscription")
+
+
+@bp.post(BASE)
+@require("subscriptions")
+def create() -> Response:
+    data = _parse_subscription(_json_body())
+    with _runtime().sessions() as session:
+        try:
+            sub = create_subscription(session, g.principal.tenant, data, _runtime().box)
+        except SubscriptionError as exc:
+            raise _domain_error(exc) from None
+        body = to_api(sub)
+    return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
+
+
+def _update(sub_id: str, body: Any) -> Response:
+    data = _parse_subscription(body)
+    if data.id is not None and data.id != sub_id:
+        raise ApiError(400, "id_mismatch", "the id in the body differs from the one in the path",
+                       [{"field": "id", "message": "must equal the path id", "type": "mismatch"}])
+    with _runtime().sessions() as session:
+        try:
+            sub = update_subscription(session, g.principal.tenant, sub_id, data, _runtime().box)
+        except SubscriptionError as exc:
+            raise _domain_error(exc) from None
+        if sub is None:
+            raise _not_found()
+        return json_response(to_api(sub))
+
+
+@bp.put(BASE)
+@require("subscriptions")
+def update_by_body() -> Response:
+    body = _json_body()
+    sub_id = body.get("id") if isinstance(body, dict) else None
+    if not isinstance(sub_id, str) or not sub_id:
+        raise ApiError(400, "invalid_subscription", "the body must carry the subscription's id",
+                       [{"field": "id", "message": "required", "type": "missing"}])
+    return _update(sub_id, body)
+
+
+@bp.put(f"{BASE}/<string:sub_id>")
+@require("subscriptions")
+def update_by_path(sub_id: str) -> Response:
+    return _update(sub_id, _json_body())
+
+
+class ListParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_inactive: bool = False
+
+
+@bp.get(BASE)
+@require("subscriptions")
+def list_all() -> Response:
+    params = parse_query(ListParams)
+    assert isinstance(params, ListParams)
+    with _runtime().sessions() as session:
+        subs = list_subscriptions(session, g.principal.tenant,
+                                  include_inactive=params.include_inactive)
+        return json_response([to_api(s) for s in subs])
+
+
+@bp.get(f"{BASE}/<string:sub_id>")
+@require("subscriptions")
+def get_one(sub_id: str) -> Response:
+    with _runtime().sessions() as session:
+        sub = get_subscription(session, g.principal.tenant, sub_id)
+        if sub is None:
+            raise _not_found()
+        return json_response(to_api(sub))
+
+
+@bp.put(f"{BASE}/<string:sub_id>/deactivate")
+@require("subscriptions")
+def deactivate(sub_id: str) -> Response:
+    with _runtime().sessions() as session:
+        sub = get_subscription(session, g.principal.tenant, sub_id)
+        if sub is None:
+            raise _not_found()
+        if sub.active:
+            deactivate_subscription(session, sub, "deactivated by request", datetime.now(UTC))
+            session.commit()
+    return json_response({"body": {}, "statusCode": "ACCEPTED", "statusCodeValue": 202})
+
+
+@bp.delete(f"{BASE}/<string:sub_id>")
+@require("subscriptions")
+def delete(sub_id: str) -> Response:
+    with _runtime().sessions() as session:
+        if not delete_subscription(session, g.principal.tenant, sub_id):
+            raise _not_found()
+    return Response(status=204)
+
+
+class AttemptParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    status: str | None = Field(None, pattern="^(succeeded|retrying|failed)$")
+    since: Moment | None = None
+    from_id: int | None = Field(None, ge=1, le=2**62)
+    per_page: int = Field(50, ge=1, le=500)
+
+
+@bp.get(f"{BASE}/<string:sub_id>/deliveries")
+@require("subscriptions")
+def deliveries(sub_id: str) -> Response:
+    params = parse_query(AttemptParams)
+    assert isinstance(params, AttemptParams)
+    with _runtime().sessions() as session:
+        if get_subscription(session, g.principal.tenant, sub_id) is None:
+            raise _not_found()
+        page = list_attempts(session, g.principal.tenant, sub_id, status=params.status,
+                             since=params.since, from_id=params.from_id, per_page=params.per_page)
+    return json_response({"deliveries": page.attempts, "total": page.total,
+                          "next_from_id": page.next_from_id})
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: Moment
+    until: Moment
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplayIn:
+        if self.until <= self.since:
+            raise ValueError("until must be after since")
+        return self
+
+
+@bp.post(f"{BASE}/<string:sub_id>/replay")
+@require("subscriptions")
+def replay(sub_id: str) -> Response:
+    try:
+        window = ReplayIn.model_validate(_json_body())
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_replay", "send {\"since\": ..., \"until\": ...} (RFC 3339)",
+                       validation_details(exc)) from None
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        sub = get_subscription(session, g.principal.tenant, sub_id)
+        if sub is None:
+            raise _not_found()
+        if not sub.active:
+            raise ApiError(409, "inactive", "reactivate the subscription (PUT active=true) before "
+                           "replaying")
+        ids = replay_deliveries(session, sub, window.since, window.until, REPLAY_LIMIT)
+        if ids is None:
+            raise ApiError(400, "replay_too_large",
+                           f"more than {REPLAY_LIMIT} events match: replay a shorter range")
+        session.commit()
+    queued = enqueue_deliveries(runtime.broker, ids)
+    return json_response({"queued": queued}, 202)
+
+
+@bp.post(f"{BASE}/<string:sub_id>/test")
+@require("subscriptions")
+def test_send(sub_id: str) -> Response:
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        sub = get_subscription(session, g.principal.tenant, sub_id)
+        if sub is None:
+            raise _not_found()
+        try:
+            destination = destination_of(sub, runtime.box)
+        except SecretsUnavailable as exc:
+            return json_response({"ok": False, "errorCode": "SecretUnavailable",
+                                  "errorMessage": str(exc)})
+        tenant = sub.tenant
+        entity = sub.entity_type
+    document = {"id": f"test-{new_event_id()}", "entity_id": None, "entity_name": entity,
+                "event_source": "SYSTEM", "event_type": "SYSTEM",
+                "event_payload": {"base64_encoded_payload_json": None,
+                                  "base64_encoded_fault_json": None, "entity_id": None,
+                                  "key_attributes": {"test": "true"}, "operation": None},
+                "received_at": format_time(datetime.now(UTC))}
+    probe = Delivery(id=0, replay=False)
+    result = runtime.senders[destination.kind].send(destination,
+                                                    build_message(tenant, document, probe))
+    return json_response({"ok": result.ok, "messageId": result.message_id,
+                          "errorCode": result.error_code, "errorMessage": result.error_message,
+                          "transient": result.transient if not result.ok else None})
+

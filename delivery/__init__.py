@@ -1,0 +1,1 @@
+"""Delivering matched events to subscribers' SQS queues and SNS topics, with retries."""

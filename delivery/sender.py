@@ -1,0 +1,49 @@
+"""The sender port: one message to one destination, with the outcome classified for retries."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a subscription's messages go. ``access_secret`` is decrypted, never logged."""
+
+    kind: str  # SQS | SNS
+    target: str  # queue URL or topic ARN
+    region: str
+    access_key: str | None = None
+    access_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def fifo(self) -> bool:
+        return self.target.endswith(".fifo")
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    body: str
+    attributes: dict[str, str]
+    group_id: str | None = None
+    deduplication_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What happened. ``transient`` failures are retried; others fail at once."""
+
+    ok: bool
+    message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    transient: bool = False
+    retry_after: float | None = None
+
+
+class Sender(abc.ABC):
+    """Sends one message to one destination; never raises for the destination's errors."""
+
+    @abc.abstractmethod
+    def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
+        """Send ``message``; classify any failure into the result."""

@@ -1,0 +1,1 @@
+"""Sender implementations: ``sqs``, ``sns`` (boto3) and ``stub`` (tests)."""

@@ -1,0 +1,86 @@
+"""What the SQS and SNS senders share: cached boto3 clients and error classification."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from delivery.sender import Destination, SendResult
+
+# Our own schedule retries (and records) every attempt, so boto3 tries once.
+_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 1},
+                 max_pool_connections=32)
+
+TRANSIENT_CODES = {
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestThrottledException", "TooManyRequestsException", "ServiceUnavailable",
+    "ServiceUnavailableException", "InternalError", "InternalFailure", "InternalErrorException",
+    "RequestTimeout", "RequestTimeoutException", "KMSThrottlingException", "SlowDown",
+    "RequestLimitExceeded", "EC2ThrottledException",
+}
+
+
+class ClientCache:
+    """One boto3 client per (service, region, key id, secret); clients are thread-safe."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str, str | None, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, service: str, destination: Destination) -> Any:
+        key = (service, destination.region, destination.access_key, destination.access_secret)
+        client = self._clients.get(key)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(key)
+                if client is None:
+                    kwargs: dict[str, Any] = {"region_name": destination.region, "config": _CONFIG}
+                    if destination.access_key:
+                        kwargs["aws_access_key_id"] = destination.access_key
+                        kwargs["aws_secret_access_key"] = destination.access_secret
+                    # boto3 applies AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
+                    client = boto3.session.Session().client(service, **kwargs)
+                    self._clients[key] = client
+        return client
+
+
+def classify(exc: Exception) -> SendResult:
+    """Turn a boto3 failure into a SendResult (transient or permanent), without secrets."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "ClientError")
+        message = str(error.get("Message") or "")
+        meta = exc.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode") or 0)
+        headers = {k.lower(): v for k, v in (meta.get("HTTPHeaders") or {}).items()}
+        retry_after = None
+        if headers.get("retry-after", "").strip().isdigit():
+            retry_after = float(headers["retry-after"])
+        transient = code in TRANSIENT_CODES or status >= 500 or status == 429
+        return SendResult(False, error_code=code, error_message=message[:500], transient=transient,
+                          retry_after=retry_after)
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError |
+                  ConnectionClosedError):
+        return SendResult(False, error_code=type(exc).__name__, error_message="network error",
+                          transient=True)
+    if isinstance(exc, NoCredentialsError):
+        return SendResult(False, error_code="NoCredentials",
+                          error_message="no AWS credentials: set keys on the subscription or the "
+                          "platform's credential chain", transient=False)
+    if isinstance(exc, BotoCoreError):
+        return SendResult(False, error_code=type(exc).__name__, error_message=str(exc)[:300],
+                          transient=True)
+    return SendResult(False, error_code=type(exc).__name__, error_message="unexpected error",
+                      transient=True)

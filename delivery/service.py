@@ -1,0 +1,169 @@
+"""Attempting one delivery: send, record the attempt, then succeed, retry later, or fail."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy.orm import Session
+
+from delivery.sender import Destination, OutgoingMessage, Sender, SendResult
+from store.crypto import SecretBox, SecretsUnavailable
+from store.deliveries import lock_delivery, record_attempt
+from store.events import get_event, to_document
+from store.models import Delivery, Subscription
+from store.subscriptions import deactivate_subscription, get_subscription
+
+log = logging.getLogger(__name__)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The published retry schedule.
+
+    Attributes:
+        schedule: seconds before retry 1, 2, …; the last value repeats.
+        give_up_after: seconds after the first attempt when a delivery is failed for good.
+        failing_window: seconds of continuous failure after which a subscription is deactivated.
+        jitter: ± fraction applied to each delay.
+    """
+
+    schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
+    give_up_after: float = 86400
+    failing_window: float = 6 * 3600
+    jitter: float = 0.2
+
+    def delay(self, attempts: int, hint: float | None = None) -> float:
+        base = self.schedule[min(max(attempts, 1), len(self.schedule)) - 1]
+        delay = base * random.uniform(1 - self.jitter, 1 + self.jitter)
+        return max(delay, hint or 0.0)
+
+
+def _fifo_id(value: str) -> str:
+    return value if _SAFE_ID.match(value) else hashlib.sha256(value.encode()).hexdigest()
+
+
+def build_message(tenant: str, document: dict[str, Any], delivery: Delivery) -> OutgoingMessage:
+    """The event exactly as GET returns it, with attributes for SNS filter policies."""
+    payload = document.get("event_payload") or {}
+    attributes = {
+        "tenant": tenant,
+        "event_type": document.get("event_type"),
+        "entity_name": document.get("entity_name"),
+        "operation": payload.get("operation"),
+        "event_id": document["id"],
+    }
+    dedup = document["id"] if not delivery.replay else f"{document['id']}:replay:{delivery.id}"
+    return OutgoingMessage(
+        body=orjson.dumps(document).decode(),
+        attributes={k: v for k, v in attributes.items() if v},
+        group_id=_fifo_id(f"{tenant}:{document.get('entity_id') or document['id']}"),
+        deduplication_id=_fifo_id(dedup),
+    )
+
+
+def destination_of(sub: Subscription, box: SecretBox) -> Destination:
+    secret = box.decrypt(sub.access_secret_enc) if sub.access_secret_enc else None
+    return Destination(kind=sub.destination_type, target=sub.target, region=sub.region,
+                       access_key=sub.access_key, access_secret=secret)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def attempt_delivery(
+    session: Session,
+    delivery_id: int,
+    *,
+    senders: Mapping[str, Sender],
+    box: SecretBox,
+    policy: RetryPolicy,
+    schedule_retry: Callable[[float], None],
+) -> str:
+    """Try delivery ``delivery_id`` once and commit the outcome; return its new status.
+
+    ``schedule_retry(seconds)`` is called before the commit when another attempt is due, so a
+    crash between the two re-sends rather than forgets.
+    """
+    delivery = lock_delivery(session, delivery_id)
+    if delivery is None or delivery.status != "pending":
+        session.rollback()
+        return delivery.status if delivery else "missing"
+    sub = get_subscription(session, delivery.tenant, delivery.subscription_id)
+    row = get_event(session, delivery.tenant, delivery.event_id)
+    if sub is None or not sub.active or row is None:
+        delivery.status = "cancelled"
+        delivery.last_error = ("subscription inactive" if sub is not None and row is not None
+                               else "subscription or event gone")
+        session.commit()
+        return delivery.status
+
+    now = datetime.now(UTC)
+    try:
+        destination = destination_of(sub, box)
+        message = build_message(delivery.tenant, to_document(row), delivery)
+        started = time.monotonic()
+        sender = senders[destination.kind]
+        result = sender.send(destination, message)
+    except SecretsUnavailable as exc:
+        started = time.monotonic()
+        result = SendResult(False, error_code="SecretUnavailable", error_message=str(exc))
+    latency_ms = int((time.monotonic() - started) * 1000)
+
+    delivery.attempts += 1
+    delivery.first_attempt_at = delivery.first_attempt_at or now
+    delivery.last_attempt_at = now
+    if result.ok:
+        delivery.status = "succeeded"
+        delivery.delivered_at = now
+        delivery.message_id = result.message_id
+        delivery.next_attempt_at = None
+        delivery.last_error = None
+        if sub.failing_since is not None:
+            sub.failing_since = None
+        record_attempt(session, delivery, status="succeeded", at=now, latency_ms=latency_ms,
+                       message_id=result.message_id)
+        session.commit()
+        return "succeeded"
+
+    error = f"{result.error_code}: {result.error_message or ''}".strip()
+    delivery.last_error = error[:1024]
+    first = _aware(delivery.first_attempt_at) or now
+    if result.transient and (now - first).total_seconds() < policy.give_up_after:
+        delay = policy.delay(delivery.attempts, result.retry_after)
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+        record_attempt(session, delivery, status="retrying", at=now, latency_ms=latency_ms,
+                       error_code=result.error_code, error_message=result.error_message)
+        sub.failing_since = _aware(sub.failing_since) or now
+        failing_for = (now - sub.failing_since).total_seconds()
+        if failing_for >= policy.failing_window:
+            deactivate_subscription(
+                session, sub, f"deliveries failing for {int(failing_for)} s; last error: {error}", now)
+            delivery.status = "cancelled"
+            session.commit()
+            return "cancelled"
+        schedule_retry(delay)
+        session.commit()
+        return "retrying"
+
+    delivery.status = "failed"
+    delivery.next_attempt_at = None
+    record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
+                   error_code=result.error_code, error_message=result.error_message)
+    if not result.transient:
+        deactivate_subscription(session, sub, f"permanent delivery error: {error}", now)
+    session.commit()
+    log.warning("delivery %s failed: %s", delivery_id, result.error_code)
+    return "failed"

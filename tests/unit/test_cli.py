@@ -1,0 +1,183 @@
+"""cli/main.py: ``eventcollector tenant create`` and ``eventcollector token`` on the embedded default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.main import main
+from store.auth import SCOPES, InvalidToken, authenticate_client, verify_token
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The embedded default in a fresh directory: no DATABASE_URL, REDIS_URL or secret."""
+    for name in ("DATABASE_URL", "REDIS_URL", "EC_TOKEN_SECRET", "EC_DATA_DIR", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EC_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def secret_of(data_dir: Path) -> str:
+    return (data_dir / "token_secret").read_text().strip()
+
+
+def test_tenant_create_json_prints_one_object_with_usable_credentials(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a fresh embedded data directory
+    # When a tenant is created with --json
+    code, out, err = run(capsys, "tenant", "create", "shop", "--json")
+    # Then it exits 0 and prints exactly one JSON object with the three fields
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    created = json.loads(lines[0])
+    assert set(created) == {"tenant", "client_id", "client_secret"}
+    assert created["tenant"] == "shop"
+    assert created["client_id"].startswith("ec_")
+    assert len(created["client_secret"]) >= 32
+    # And the credentials authenticate against the database it created
+    from store.db import make_engine, make_session_factory
+
+    engine = make_engine(f"sqlite:///{data_dir / 'eventcollector.db'}")
+    try:
+        with make_session_factory(engine)() as session:
+            client = authenticate_client(session, created["client_id"], created["client_secret"])
+            assert client.tenant == "shop"
+            assert client.secret_hash != created["client_secret"]
+    finally:
+        engine.dispose()
+
+
+def test_tenant_create_without_json_prints_the_credentials(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a fresh data directory
+    # When a tenant is created without --json
+    code, out, _ = run(capsys, "tenant", "create", "shop")
+    # Then the output names the tenant, the client id and the secret
+    assert code == 0
+    assert "shop" in out and "client_id:" in out and "client_secret:" in out
+
+
+def test_creating_a_tenant_twice_exits_1(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given tenant shop exists
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    # When it is created again
+    code, out, err = run(capsys, "tenant", "create", "shop", "--json")
+    # Then it exits 1 saying so, printing no credentials
+    assert code == 1
+    assert out == ""
+    assert "already exists" in err
+
+
+def test_an_invalid_tenant_name_exits_1(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a name with a space
+    # When a tenant is created with it
+    code, out, err = run(capsys, "tenant", "create", "my shop")
+    # Then it exits 1 with a message
+    assert (code, out) == (1, "")
+    assert "tenant names" in err
+
+
+def test_token_prints_a_jwt_the_secret_file_verifies(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given tenant shop
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    # When a token is minted for it
+    code, out, err = run(capsys, "token", "--tenant", "shop")
+    # Then one JWT is printed that verifies with the embedded secret file
+    assert code == 0, err
+    token = out.strip()
+    assert token.count(".") == 2 and "\n" not in token
+    principal = verify_token(secret_of(data_dir), token)
+    assert (principal.tenant, principal.client_id, principal.scopes) \
+        == ("shop", "cli:operator", frozenset(SCOPES))
+    # And not with another key
+    with pytest.raises(InvalidToken):
+        verify_token("another-secret-" + "z" * 32, token)
+
+
+def test_token_scopes_can_be_narrowed(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given tenant shop
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    # When a token is minted with --scope events:read --scope jobs
+    code, out, _ = run(capsys, "token", "--tenant", "shop", "--scope", "events:read",
+                       "--scope", "jobs")
+    # Then it carries just those scopes
+    assert code == 0
+    assert verify_token(secret_of(data_dir), out.strip()).scopes == {"events:read", "jobs"}
+    # And an unknown scope exits 1
+    code, out, err = run(capsys, "token", "--tenant", "shop", "--scope", "admin")
+    assert (code, out) == (1, "")
+    assert "admin" in err
+
+
+def test_token_for_an_unknown_tenant_exits_1(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a database holding tenant shop only
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    # When a token is asked for tenant nope
+    code, out, err = run(capsys, "token", "--tenant", "nope")
+    # Then it exits 1 naming the tenant and prints no token
+    assert (code, out) == (1, "")
+    assert "nope" in err
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: cli/main.py cmd_token opens the embedded SQLite database without migrating it "
+    "(unlike cmd_tenant_create), so on a fresh EC_DATA_DIR 'eventcollector token --tenant nope' "
+    "crashes with sqlalchemy OperationalError 'no such table: tenants' instead of exiting 1 "
+    "with 'no tenant named ...'"))
+def test_token_on_a_fresh_data_dir_exits_1(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a fresh data directory (no tenant created yet)
+    # When a token is asked for tenant nope
+    code, out, err = run(capsys, "token", "--tenant", "nope")
+    # Then it exits 1 with a clear message
+    assert (code, out) == (1, "")
+    assert "nope" in err
+
+
+def test_a_bad_environment_exits_2_naming_the_variable(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given DATABASE_URL with an unusable scheme
+    monkeypatch.setenv("DATABASE_URL", "mysql://u@h/db")
+    monkeypatch.setenv("EC_TOKEN_SECRET", "s" * 40)
+    # When any command runs
+    with pytest.raises(SystemExit) as info:
+        main(["tenant", "create", "shop"])
+    # Then it exits 2 naming DATABASE_URL
+    assert info.value.code == 2
+    assert "DATABASE_URL" in capsys.readouterr().err
+
+
+def test_the_cli_and_the_api_share_the_secret(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given tenant shop and an operator token from the CLI
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    token = run(capsys, "token", "--tenant", "shop")[1].strip()
+    # When the embedded app built from the same environment serves a request with it
+    from api.app import create_app
+
+    app: Any = create_app()
+    try:
+        resp = app.test_client().get(
+            "/api/v1/events", headers={"Authorization": f"Bearer {token}", "X-TWC-Tenant": "shop"})
+    finally:
+        app.extensions["ec.runtime"].close()
+    # Then the token is accepted
+    assert resp.status_code == 200
+    assert resp.get_json()["total"] == 0
