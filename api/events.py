@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, json_response, validation_details
 from api.security import require
@@ -93,14 +94,20 @@ def not_found(event_id: str) -> ApiError:
 def get_one(event_id: str) -> Response:
     runtime = current_app.extensions["ec.runtime"]
     tenant = g.principal.tenant
-    # Accepted but perhaps not yet stored: the intake remembers it (read-your-writes).
-    document = runtime.intake.lookup(tenant, event_id)
-    if document is None:
+    try:
         with runtime.sessions() as session:
             row = get_event(session, tenant, event_id)
-            if row is None:
-                raise not_found(event_id)
-            document = to_document(row)
+            document = to_document(row) if row is not None else None
+    except SQLAlchemyError:
+        document = runtime.intake.lookup(tenant, event_id)
+        if document is None:
+            raise
+        return json_response(document)
+    if document is None:
+        # Accepted but not stored yet: the intake remembers it (read-your-writes).
+        document = runtime.intake.lookup(tenant, event_id)
+        if document is None:
+            raise not_found(event_id)
     return json_response(document)
 
 

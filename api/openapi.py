@@ -57,7 +57,10 @@ class Event(BaseModel):
 class EventList(BaseModel):
     events: list[Event]
     total: int
-    next_from_id: int | None = Field(description="pass as from_id for the next page; null at end")
+    next_from_id: int | None = Field(
+        description="pass as from_id for the next page. In id ASC order the last non-empty page "
+        "still gives one (last + 1) so a client can come back for newer events; an empty page "
+        "(or the end in other orders) gives null")
 
 
 class BatchRequest(BaseModel):

@@ -59,8 +59,9 @@ def issue_token() -> Response:
     if not client_id or not client_secret:
         raise ApiError(401, "invalid_client", "client_id and client_secret are required",
                        headers={"WWW-Authenticate": 'Basic realm="token"'})
+    requested = form.get("scope")
     try:
-        wanted = parse_scopes(form.get("scope"))
+        wanted = parse_scopes(requested) if requested and requested.strip() else None
     except InvalidScope as exc:
         raise ApiError(400, "invalid_scope", str(exc),
                        [{"field": "scope", "message": str(exc), "type": "enum"}]) from None
@@ -72,9 +73,13 @@ def issue_token() -> Response:
                            headers={"WWW-Authenticate": 'Basic realm="token"'}) from None
         granted = frozenset(client.scopes.split())
         tenant = client.tenant
+    if wanted is None:  # RFC 6749 3.3: no scope asked, the client's own scopes granted
+        wanted = granted
     if not wanted <= granted:
-        raise ApiError(400, "invalid_scope", "the client may not request: "
-                       + " ".join(sorted(wanted - granted)))
+        refused = " ".join(sorted(wanted - granted))
+        raise ApiError(400, "invalid_scope", f"the client may not request: {refused}",
+                       [{"field": "scope", "message": f"not granted to this client: {refused}",
+                         "type": "invalid_scope"}])
     ttl = runtime.settings.token_ttl_seconds
     token = mint_token(runtime.settings.token_secret, tenant=tenant, client_id=client_id,
                        scopes=wanted, ttl_seconds=ttl)

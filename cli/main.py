@@ -66,9 +66,11 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from store.auth import InvalidScope, mint_token, parse_scopes, tenant_exists
-    from store.db import make_engine, make_session_factory
+    from store.db import make_engine, make_session_factory, upgrade
 
     settings = _settings()
+    if settings.is_sqlite:
+        upgrade(settings.database_url)  # a fresh embedded data dir has no tables yet
     try:
         scopes = parse_scopes(args.scope)
     except InvalidScope as exc:

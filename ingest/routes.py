@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, is_malformed_json, json_response, validation_details
 from api.security import require
 from broker.intake import Outcome
 from ingest.service import accept_events
-from store.domain import EventIn
+from store.domain import EventIn, entity_event_problems
+from store.events import stored_versions
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ingest", __name__)
 
@@ -27,6 +32,22 @@ def _body(limit: int) -> bytes:
     _require_json()
     request.max_content_length = limit  # werkzeug answers 413 past it, chunked bodies too
     return request.get_data(cache=False)
+
+
+def _stored_lookup(tenant: str) -> Any:
+    """Look up retried ids in the database; if it is down, rely on the intake's memory."""
+    runtime = current_app.extensions["ec.runtime"]
+
+    def lookup(ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        try:
+            with runtime.sessions() as session:
+                return stored_versions(session, tenant, ids)
+        except SQLAlchemyError as exc:
+            log.warning("idempotency lookup skipped, database unavailable: %s",
+                        type(exc).__name__)
+            return {}
+
+    return lookup
 
 
 def _location(event_id: str) -> str:
@@ -46,7 +67,11 @@ def create_event() -> Response:
         raise ApiError(
             400, "invalid_event", "the event is invalid", validation_details(exc)
         ) from None
-    [result] = accept_events(runtime.intake, g.principal.tenant, [event])
+    problems = entity_event_problems(event)
+    if problems:
+        raise ApiError(400, "invalid_event", "the event is invalid", problems)
+    tenant = g.principal.tenant
+    [result] = accept_events(runtime.intake, tenant, [event], stored=_stored_lookup(tenant))
     document = result.document
     if result.outcome is Outcome.CONFLICT:
         raise ApiError(
@@ -91,20 +116,26 @@ def create_events_batch() -> Response:
     positions: list[int] = []
     for index, item in enumerate(items):
         try:
-            valid.append(EventIn.model_validate(item))
-            positions.append(index)
+            event = EventIn.model_validate(item)
+            details = entity_event_problems(event)
         except ValidationError as exc:
+            details = validation_details(exc)
+        if details:
             results[index] = {
                 "index": index,
                 "status": 400,
                 "error": {"code": "invalid_event", "message": "the event is invalid",
-                          "details": validation_details(exc)},
+                          "details": details},
             }
+        else:
+            valid.append(event)
+            positions.append(index)
     counts = {"accepted": 0, "duplicates": 0, "conflicts": 0,
               "rejected": len(items) - len(valid)}
     if valid:
-        for index, result in zip(positions, accept_events(runtime.intake, g.principal.tenant,
-                                                          valid), strict=True):
+        tenant = g.principal.tenant
+        accepted = accept_events(runtime.intake, tenant, valid, stored=_stored_lookup(tenant))
+        for index, result in zip(positions, accepted, strict=True):
             doc = result.document
             if result.outcome is Outcome.ACCEPTED:
                 counts["accepted"] += 1

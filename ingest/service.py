@@ -1,11 +1,19 @@
-"""Accepting events: assign ids and receive times, then one intake call for the lot."""
+"""Accepting events: assign ids and receive times, settle retries, one intake call for the rest."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from broker.intake import Intake, IntakeResult, Pending
+from broker.intake import Intake, IntakeResult, Outcome, Pending
 from store.domain import EventIn, body_hash, event_document, new_event_id
+
+log = logging.getLogger(__name__)
+
+# ids → (body hash, stored document) for the ids that are already stored
+StoredLookup = Callable[[list[str]], dict[str, tuple[str, dict[str, Any]]]]
 
 
 def prepare(event: EventIn, received_at: datetime) -> Pending:
@@ -14,10 +22,31 @@ def prepare(event: EventIn, received_at: datetime) -> Pending:
     return Pending(document=document, body_hash=body_hash(document))
 
 
-def accept_events(intake: Intake, tenant: str, events: list[EventIn]) -> list[IntakeResult]:
-    """Accept ``events`` for ``tenant`` in one broker round trip; results are in input order.
+def accept_events(
+    intake: Intake, tenant: str, events: list[EventIn], *, stored: StoredLookup | None = None
+) -> list[IntakeResult]:
+    """Accept ``events`` for ``tenant``; results are in input order.
 
-    Raises IntakeUnavailable (nothing accepted) when the broker cannot be reached.
+    Client-chosen ids already stored (older than the intake's memory) are answered from the
+    store: same body → DUPLICATE, other body → CONFLICT. Everything else goes to the broker in
+    one round trip. Raises IntakeUnavailable (nothing accepted) when the broker is unreachable.
     """
     now = datetime.now(UTC)
-    return intake.accept(tenant, [prepare(e, now) for e in events])
+    pending = [prepare(e, now) for e in events]
+    known: dict[str, tuple[str, dict[str, Any]]] = {}
+    client_ids = [p.document["id"] for p, e in zip(pending, events, strict=True) if e.id]
+    if stored is not None and client_ids:
+        known = stored(client_ids)
+    results: list[IntakeResult | None] = [None] * len(pending)
+    fresh: list[int] = []
+    for i, item in enumerate(pending):
+        seen = known.get(item.document["id"])
+        if seen is None:
+            fresh.append(i)
+        else:
+            outcome = Outcome.DUPLICATE if seen[0] == item.body_hash else Outcome.CONFLICT
+            results[i] = IntakeResult(outcome, seen[1])
+    if fresh:
+        for i, result in zip(fresh, intake.accept(tenant, [pending[i] for i in fresh]), strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]

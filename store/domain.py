@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -179,26 +180,50 @@ class EventIn(BaseModel):
     def _type_enum(cls, value: Any) -> Any:
         return _enum_value(EventType, value)
 
-    @model_validator(mode="after")
-    def _entity_events_name_their_entity(self) -> EventIn:
-        if self.event_type is EventType.ENTITY_EVENT:
-            missing = []
-            if self.entity_name is None:
-                missing.append("entity_name")
-            if self.event_payload.operation is None:
-                missing.append("event_payload.operation")
-            if missing:
-                raise ValueError("an ENTITY_EVENT needs " + " and ".join(missing))
-        return self
+
+
+def entity_event_problems(event: EventIn) -> list[dict[str, str]]:
+    """What an ENTITY_EVENT lacks (subscriptions match on entity name and operation)."""
+    if event.event_type is not EventType.ENTITY_EVENT:
+        return []
+    problems = []
+    if event.entity_name is None:
+        problems.append({"field": "entity_name", "message": "required for an ENTITY_EVENT",
+                         "type": "missing"})
+    if event.event_payload.operation is None:
+        problems.append({"field": "event_payload.operation",
+                         "message": "required for an ENTITY_EVENT", "type": "missing"})
+    return problems
+
+
+_ID_LOCK = threading.Lock()
+_last_ms = 0
+_last_counter = 0
 
 
 def new_event_id() -> str:
-    """Return a time-ordered UUIDv7 string (RFC 9562)."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    """Return a time-ordered UUIDv7 string (RFC 9562), increasing within this process.
+
+    Within one millisecond the 12-bit ``rand_a`` field is a counter (RFC 9562 method 1), so ids
+    made in a burst still sort in creation order.
+    """
+    global _last_ms, _last_counter
+    with _ID_LOCK:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            ms = _last_ms
+            _last_counter += 1
+            if _last_counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                ms += 1
+                _last_counter = int.from_bytes(os.urandom(1), "big")
+        else:
+            _last_counter = int.from_bytes(os.urandom(1), "big")  # leave room to count up
+        _last_ms = ms
+        counter = _last_counter
+    rand = int.from_bytes(os.urandom(8), "big")
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= (counter & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
     h = f"{value:032x}"

@@ -107,6 +107,18 @@ def to_document(row: EventRecord) -> dict[str, Any]:
     }
 
 
+def stored_versions(
+    session: Session, tenant: str, event_ids: list[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """For ids already stored: their body hash and document."""
+    if not event_ids:
+        return {}
+    rows = session.execute(
+        select(EventRecord).where(EventRecord.tenant == tenant, EventRecord.event_id.in_(event_ids))
+    ).scalars()
+    return {r.event_id: (r.body_hash, to_document(r)) for r in rows}
+
+
 def get_event(session: Session, tenant: str, event_id: str) -> EventRecord | None:
     return session.execute(
         select(EventRecord).where(EventRecord.tenant == tenant, EventRecord.event_id == event_id)

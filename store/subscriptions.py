@@ -127,16 +127,24 @@ class DestinationIn(BaseModel):
     sqs: SqsDestinationIn | None = None
     sns: SnsDestinationIn | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _type_matches_block(cls, data: Any) -> Any:
+        # Seed 002's example pairs type SNS with an sqs block: say what to send instead, before
+        # the block's own field errors drown that out.
+        if isinstance(data, dict) and data.get("type") == "SNS" and "sns" not in data \
+                and "sqs" in data:
+            raise ValueError(
+                'type is SNS but the destination holds an "sqs" block: to deliver to that '
+                'queue send {"type": "SQS", "sqs": {"queueUrl": ..., "region": ...}}; to '
+                'publish to a topic send {"type": "SNS", "sns": {"topicArn": '
+                '"arn:aws:sns:<region>:<account>:<topic>", "region": ...}}'
+            )
+        return data
+
     @model_validator(mode="after")
     def _one_block(self) -> DestinationIn:
         if self.type == "SNS" and self.sns is None:
-            if self.sqs is not None:
-                raise ValueError(
-                    'type is SNS but the destination holds an "sqs" block: to deliver to that '
-                    'queue send {"type": "SQS", "sqs": {"queueUrl": ..., "region": ...}}; to '
-                    'publish to a topic send {"type": "SNS", "sns": {"topicArn": '
-                    '"arn:aws:sns:<region>:<account>:<topic>", "region": ...}}'
-                )
             raise ValueError('type SNS needs an "sns" block with topicArn')
         if self.type == "SQS" and self.sqs is None:
             if self.sns is not None:

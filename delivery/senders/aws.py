@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -18,6 +19,11 @@ from botocore.exceptions import (
 )
 
 from delivery.sender import Destination, SendResult
+
+# botocore's DEBUG output carries request headers (the access key id among them): never let
+# it reach our logs, whatever LOG_LEVEL says.
+for _name in ("botocore", "boto3", "urllib3", "s3transfer"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 # Our own schedule retries (and records) every attempt, so boto3 tries once.
 _CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 1},

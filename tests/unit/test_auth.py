@@ -446,11 +446,6 @@ def test_a_client_cannot_request_scopes_it_does_not_hold(
     assert "events:write" in error["message"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: api/token.py issue_token uses store/auth.py parse_scopes(None), which means every "
-    "scope, as the requested set; a client holding fewer scopes that omits 'scope' gets 400 "
-    "invalid_scope instead of a token for all of its own scopes (OpenAPI TokenRequest.scope: "
-    "'default: all of the client's')"))
 def test_omitting_scope_grants_all_of_the_clients_scopes(
     embedded: Any, shop: Credentials  # noqa: F811
 ) -> None:

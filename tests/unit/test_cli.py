@@ -135,11 +135,6 @@ def test_token_for_an_unknown_tenant_exits_1(data_dir: Path, capsys: pytest.Capt
     assert "nope" in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: cli/main.py cmd_token opens the embedded SQLite database without migrating it "
-    "(unlike cmd_tenant_create), so on a fresh EC_DATA_DIR 'eventcollector token --tenant nope' "
-    "crashes with sqlalchemy OperationalError 'no such table: tenants' instead of exiting 1 "
-    "with 'no tenant named ...'"))
 def test_token_on_a_fresh_data_dir_exits_1(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Given a fresh data directory (no tenant created yet)
     # When a token is asked for tenant nope

@@ -48,11 +48,6 @@ def test_new_event_ids_sort_in_creation_order_across_milliseconds() -> None:
     assert sorted(made) == made
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: store/domain.py new_event_id fills the 74 bits after the millisecond timestamp with "
-    "fresh random bits each call (no counter / monotonic random, RFC 9562 6.2 methods 1-3), "
-    "so ids made within one millisecond - e.g. every id of one batch - sort randomly, not in "
-    "creation order"))
 def test_new_event_ids_sort_in_creation_order_within_a_millisecond() -> None:
     # Given many ids made back to back (a batch assigns them this way)
     made = [new_event_id() for _ in range(1000)]

@@ -486,17 +486,14 @@ def test_entity_event_without_entity_name_or_operation_is_a_400(
         del event["event_payload"]["operation"]
     # When it is posted
     resp = acme.post_event(event)
-    # Then 400 whose message says what is missing, and nothing stored
+    # Then 400 whose details name the missing field, and nothing stored
     error = assert_error(resp, 400, "invalid_event")
     assert len(error["details"]) == 1
-    assert named in error["details"][0]["message"]
+    assert error["details"][0]["field"] == named
+    assert "ENTITY_EVENT" in error["details"][0]["message"]
     assert stored_total(acme) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: store/domain.py EventIn._entity_events_name_their_entity raises one model-level "
-    "ValueError, so api/http.py validation_details reports field 'body' instead of naming "
-    "'entity_name' / 'event_payload.operation' (DESIGN: details name each field)"))
 def test_entity_event_without_entity_name_and_operation_names_both_fields(acme: Caller) -> None:
     # Given an ENTITY_EVENT with neither entity_name nor operation
     event = order_event()
@@ -607,11 +604,6 @@ def test_a_retry_after_a_restart_never_stores_a_second_row(tmp_path: Path) -> No
         assert stored_total(caller) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: idempotency is only checked in the intake cache (broker/intakes/memory.py "
-    "MemoryIntake.accept; RedisIntake likewise, intake_ttl_seconds), never against the store: "
-    "once the cache forgot an id (restart, TTL) a retry with the same body is answered 201 "
-    "with a new received_at instead of 200 with the stored event"))
 def test_a_retry_after_a_restart_is_a_200_with_the_stored_event(tmp_path: Path) -> None:
     # Given an event accepted and stored by one process
     with running_app(tmp_path / "ec.db") as app:
@@ -627,11 +619,6 @@ def test_a_retry_after_a_restart_is_a_200_with_the_stored_event(tmp_path: Path) 
         assert resp.get_json() == first
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: ingest/service.py + broker/intakes/memory.py only compare body hashes with the intake "
-    "cache; after a restart (or intake TTL) a different body under a stored id is answered 201 "
-    "and GET /api/v1/events/{id} serves that never-stored body from the cache, while "
-    "store/events.py save_events silently keeps the first body. Should be 409."))
 def test_a_different_body_under_a_stored_id_after_a_restart_is_a_409(tmp_path: Path) -> None:
     # Given an event accepted and stored by one process
     with running_app(tmp_path / "ec.db") as app:
