@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import dramatiq
@@ -14,6 +15,8 @@ from delivery.service import RetryPolicy, attempt_delivery
 from store.crypto import SecretBox
 from workers.persist import is_transient
 
+log = logging.getLogger(__name__)
+
 
 def declare_deliver_actor(
     broker: dramatiq.Broker, sessions: sessionmaker[Session], *, senders: Mapping[str, Sender],
@@ -21,17 +24,18 @@ def declare_deliver_actor(
 ) -> dramatiq.Actor:
     """Declare ``deliver`` on ``broker`` (queue ``deliveries``) and return it."""
 
-    def deliver(delivery_id: int) -> str:
+    def deliver(delivery_id: int) -> None:
         def schedule_retry(seconds: float) -> None:
             enqueue_deliveries(broker, [delivery_id], delay_ms=max(1, int(seconds * 1000)))
 
         with sessions() as session:
             try:
-                return attempt_delivery(session, delivery_id, senders=senders, box=box,
-                                        policy=policy, schedule_retry=schedule_retry)
+                status = attempt_delivery(session, delivery_id, senders=senders, box=box,
+                                          policy=policy, schedule_retry=schedule_retry)
             except Exception:
                 session.rollback()
                 raise
+        log.debug("delivery %s: %s", delivery_id, status)
 
     def retry_when(retries: int, exc: BaseException) -> bool:
         # Destination errors are handled inside; only our own database troubles retry here.

@@ -46,7 +46,7 @@ def declare_persist_actor(
     """Declare ``persist_events`` on ``broker`` (queue ``persist``) and return it."""
     indexes = IndexCache()
 
-    def persist_events(tenant: str, events: list[dict[str, Any]]) -> int:
+    def persist_events(tenant: str, events: list[dict[str, Any]]) -> None:
         with sessions() as session:
             try:
                 stored, due = persist_and_fan_out(session, tenant, events, indexes)
@@ -58,7 +58,6 @@ def declare_persist_actor(
         enqueue_deliveries(broker, due)
         log.debug("stored %d of %d events for %s, %d deliveries", stored, len(events), tenant,
                   len(due))
-        return stored
 
     def retry_when(retries: int, exc: BaseException) -> bool:
         # Bad data would fail the same way forever: dead-letter it at once.

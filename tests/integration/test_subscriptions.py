@@ -360,3 +360,68 @@ def test_seed_002_example_gets_a_400_that_says_what_to_send(stack: dict[str, Any
     r = a.client.post("/api/v1/event-subscription", headers=a.headers(), json=_subscription(
         "https://example.com/queue"))
     assert r.status_code == 400 and r.json["error"]["details"][0]["field"] == "destination.sqs"
+
+
+def test_end_to_end_over_the_procfile_web_persist_and_deliver_processes(
+    pg_url: str, redis_url: str, moto: MotoServer, tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import requests
+
+    from tests.conftest import SECRET, free_port
+    from tests.integration.procs import Proc, procfile_command, wait_http
+
+    port = free_port()
+    env = {"DATABASE_URL": pg_url.replace("postgresql+psycopg://", "postgres://"),
+           "REDIS_URL": redis_url, "EC_TOKEN_SECRET": SECRET, "EC_SECRET_KEY": _fernet(),
+           "PORT": str(port), "WEB_BIND": "127.0.0.1", "WEB_CONCURRENCY": "1",
+           "PERSIST_PROCESSES": "1", "DELIVER_PROCESSES": "1", "LOG_LEVEL": "WARNING",
+           "AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    release = Proc("release", procfile_command("release"), env, tmp_path)
+    assert release.popen.wait(60) == 0, release.log()
+    procs = [Proc(name, procfile_command(name), env, tmp_path)
+             for name in ("web", "persist", "deliver")]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", procs[0])
+        # Given a tenant (CLI) and a token (token endpoint)
+        import os
+
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "eventcollector"), "tenant", "create",
+             f"e2e-{uuid.uuid4().hex[:6]}", "--json"], env={**os.environ, **env},
+            capture_output=True, text=True, check=True)
+        creds = json.loads(out.stdout)
+        token = requests.post(base + "/api/v1/auth/token", data={
+            "grant_type": "client_credentials", "client_id": creds["client_id"],
+            "client_secret": creds["client_secret"]}, timeout=10).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "X-TWC-Tenant": creds["tenant"]}
+        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.url,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        url = sqs.create_queue(QueueName=f"e2e-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+        # When an SQS subscription for ORDER creates exists and 20 ORDER CREATEs are posted
+        sub = requests.post(base + "/api/v1/event-subscription", headers=headers, timeout=10,
+                            json=_subscription(url)).json()
+        assert sub["active"] is True, sub
+        ids = [requests.post(base + "/api/v1/events", headers=headers, timeout=10,
+                             json=order_event(id=f"e2e-{i}")).json()["id"] for i in range(20)]
+        # Then each arrives in the queue once, as GET returns it, and the log shows 20 successes
+        got = _receive(sqs, url, expect=20, timeout=60)
+        bodies = {json.loads(m["Body"])["id"]: json.loads(m["Body"]) for m in got}
+        assert sorted(bodies) == sorted(ids) and len(got) == 20
+        one = requests.get(f"{base}/api/v1/events/{ids[0]}", headers=headers, timeout=10).json()
+        assert bodies[ids[0]] == one
+        log = requests.get(f"{base}/api/v1/event-subscription/{sub['id']}/deliveries",
+                           headers=headers, params={"status": "succeeded", "per_page": 100},
+                           timeout=10).json()
+        assert log["total"] == 20
+        assert all(p.alive() for p in procs)
+    finally:
+        for p in procs:
+            p.stop()
+    for p in procs:
+        assert ACCESS_SECRET not in p.log()
