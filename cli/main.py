@@ -97,6 +97,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from api.app import create_app
     from broker.queues import PERSIST_QUEUE
     from config.runtime import build_runtime
+    from scheduler.loop import run_forever
     from store.auth import SCOPES, create_tenant, mint_token, tenant_exists
     from store.db import upgrade
     from workers.main import declare_actors
@@ -115,8 +116,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return 1
     dramatiq.set_broker(runtime.broker)
     declare_actors(runtime)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=2)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=4)
     worker.start()
+    stop_scheduler = threading.Event()
+    scheduler = threading.Thread(
+        target=run_forever, name="scheduler", daemon=True,
+        kwargs={"sessions": runtime.sessions, "broker": runtime.broker,
+                "interval": settings.scheduler_tick_seconds, "stop": stop_scheduler})
+    scheduler.start()
+    mail_note = ("SendGrid" if settings.sendgrid_api_key else
+                 "no SENDGRID_API_KEY: e-mails are written to this log instead")
 
     with runtime.sessions() as session:
         if not tenant_exists(session, args.tenant):
@@ -128,7 +137,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     base = f"http://{args.host}:{server.server_port}"
     print(f"""
-Event Collector (embedded: {settings.database_url}, in-process broker and persist pool)
+Event Collector (embedded: {settings.database_url}; in-process broker, persist, deliver and
+notify pools, scheduler; mail: {mail_note})
 listening on {base}   docs: {base}/docs
 token for tenant {args.tenant!r} (24 h):
 export TOKEN={token}
@@ -146,6 +156,8 @@ curl -s -X POST {base}/api/v1/events -H "Authorization: Bearer $TOKEN" \\
     except KeyboardInterrupt:
         pass
     finally:
+        stop_scheduler.set()
+        scheduler.join(10)
         # The in-process queue lives in memory: drain it before leaving.
         try:
             runtime.broker.join(PERSIST_QUEUE, timeout=20_000)
@@ -162,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventcollector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run API + persist pool in one process (SQLite default)")
+    dev = sub.add_parser("dev", help="run the API, every pool and the scheduler in one process")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--tenant", default="demo", help="tenant to create and mint a token for")

@@ -13,6 +13,7 @@ from broker.intake import Intake
 from config.settings import Settings
 from delivery.sender import Sender
 from delivery.service import RetryPolicy
+from notifications.mailer import Mailer
 from store.crypto import SecretBox
 from store.db import make_engine, make_session_factory
 
@@ -30,6 +31,7 @@ class Runtime:
         box: encrypts and decrypts subscription secrets.
         senders: the delivery sender per destination type (SQS, SNS).
         retry_policy: the delivery retry schedule.
+        mailer: SendGrid when configured, else the log mailer.
     """
 
     settings: Settings
@@ -40,6 +42,7 @@ class Runtime:
     box: SecretBox
     senders: Mapping[str, Sender] = field(default_factory=dict)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    mailer: Mailer | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -93,11 +96,23 @@ def build_senders() -> dict[str, Sender]:
     return {"SQS": SqsSender(clients), "SNS": SnsSender(clients)}
 
 
+def build_mailer(settings: Settings) -> Mailer:
+    if settings.sendgrid_api_key and settings.sendgrid_from_email:
+        from notifications.mailers.sendgrid import SendGridMailer
+
+        return SendGridMailer(settings.sendgrid_api_key, settings.sendgrid_from_email,
+                              settings.sendgrid_api_host)
+    from notifications.mailers.log import LogMailer
+
+    return LogMailer()
+
+
 def build_runtime(
     settings: Settings,
     *,
     broker: dramatiq.Broker | None = None,
     senders: Mapping[str, Sender] | None = None,
+    mailer: Mailer | None = None,
 ) -> Runtime:
     """Wire everything for ``settings``; pass ``broker``/``senders`` to substitute (tests)."""
     engine = make_engine(settings.database_url)
@@ -115,4 +130,5 @@ def build_runtime(
             give_up_after=settings.delivery_give_up_seconds,
             failing_window=settings.subscription_failing_window_seconds,
         ),
+        mailer=mailer if mailer is not None else build_mailer(settings),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ class Settings:
             (transiently) for this long is deactivated.
         aws_endpoint_sqs / aws_endpoint_sns: endpoint overrides (``AWS_ENDPOINT_URL[_SQS|_SNS]``,
             which boto3 honours itself); queue URLs on them are accepted too.
+        sendgrid_api_key / sendgrid_from_email / sendgrid_api_host: the SendGrid account; with
+            no key, e-mails are written to the log instead.
+        scheduler_tick_seconds: how often the scheduler looks for due jobs.
     """
 
     database_url: str
@@ -59,6 +63,10 @@ class Settings:
     subscription_failing_window_seconds: float = 6 * 3600
     aws_endpoint_sqs: str | None = None
     aws_endpoint_sns: str | None = None
+    sendgrid_api_key: str | None = field(default=None, repr=False)
+    sendgrid_from_email: str | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    scheduler_tick_seconds: float = 2.0
 
     @property
     def embedded(self) -> bool:
@@ -182,6 +190,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     elif not (raw_db or raw_redis):
         secret_key = _embedded_secret(Path(data_dir), "secret_key", _fernet_key)
 
+    sendgrid_key = env.get("SENDGRID_API_KEY", "").strip() or None
+    sendgrid_from = env.get("SENDGRID_FROM_EMAIL", "").strip() or None
+    if sendgrid_key and not sendgrid_from:
+        raise ConfigError("SENDGRID_FROM_EMAIL is required when SENDGRID_API_KEY is set")
+    if sendgrid_from and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", sendgrid_from):
+        raise ConfigError(f"SENDGRID_FROM_EMAIL must be an e-mail address, got {sendgrid_from!r}")
+    sendgrid_host = env.get("SENDGRID_API_HOST", "").strip() or "https://api.sendgrid.com"
+    if urlsplit(sendgrid_host).scheme not in ("http", "https") or not urlsplit(sendgrid_host).netloc:
+        raise ConfigError(f"SENDGRID_API_HOST must be an http(s) URL, got {sendgrid_host!r}")
+
     log_level = env.get("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -209,4 +227,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         aws_endpoint_sqs=(env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None),
         aws_endpoint_sns=(env.get("AWS_ENDPOINT_URL_SNS") or env.get("AWS_ENDPOINT_URL") or None),
+        sendgrid_api_key=sendgrid_key,
+        sendgrid_from_email=sendgrid_from,
+        sendgrid_api_host=sendgrid_host.rstrip("/"),
+        scheduler_tick_seconds=_int(env, "EC_SCHEDULER_TICK_SECONDS", 2, 1, 60),
     )

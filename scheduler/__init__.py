@@ -1,1 +1,1 @@
-"""The cron process for notification jobs. Not built yet (issue: notification jobs); nothing here runs."""
+"""The cron process for notification jobs (``python -m scheduler``); state lives in the database."""

@@ -167,3 +167,158 @@ class DeliveryAttempt(Base):
         Index("ix_attempts_subscription", "tenant", "subscription_id", "id"),
         Index("ix_attempts_delivery", "delivery_id"),
     )
+
+
+class Job(Base):
+    """A notification job: a cron schedule that mails wishlist items through a template."""
+
+    __tablename__ = "jobs"
+
+    pk: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(128), nullable=False)
+    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    is_scheduled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    job_parameters: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
+    notification: Mapped[str] = mapped_column(String(16), nullable=False)
+    number_of_items_in_email: Mapped[int] = mapped_column(Integer, nullable=False)
+    schedule: Mapped[str | None] = mapped_column(String(255))
+    schedule_expression: Mapped[str | None] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    template_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_fire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("tenant", "id", name="uq_jobs_tenant_id"),
+        Index("ix_jobs_due", "next_run_at"),
+    )
+
+
+class JobRun(Base):
+    """One firing of a job (a cron slot or a manual run); unique per (job, fire time)."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
+    job_pk: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    fire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | manual
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    recipients: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(String(1024))
+
+    __table_args__ = (
+        UniqueConstraint("job_pk", "fire_time", name="uq_job_runs_slot"),
+        Index("ix_job_runs_unsent", "status", "enqueued_at"),
+    )
+
+
+class RunRecipient(Base):
+    """A customer mailed (or failed) in one run: a retried run never mails them twice."""
+
+    __tablename__ = "run_recipients"
+
+    id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    customer_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # sent | failed
+    items: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (UniqueConstraint("run_id", "customer_id", name="uq_run_recipients"),)
+
+
+class Customer(Base):
+    """Read model: a customer's name and e-mail (CUSTOMER and wishlist events)."""
+
+    __tablename__ = "rm_customers"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class Wishlist(Base):
+    """Read model: a wishlist and whose it is."""
+
+    __tablename__ = "rm_wishlists"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wishlist_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class WishlistItem(Base):
+    """Read model: an item on a wishlist, with what was last mailed about it."""
+
+    __tablename__ = "rm_wishlist_items"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wishlist_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(255), primary_key=True)  # "" when absent
+    title: Mapped[str | None] = mapped_column(String(1024))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    image_url: Mapped[str | None] = mapped_column(String(2048))
+    price_at_add: Mapped[float | None] = mapped_column()
+    currency: Mapped[str | None] = mapped_column(String(8))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    notified_price: Mapped[float | None] = mapped_column()
+    notified_restock_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notified_low_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Price(Base):
+    """Read model: the current price of a product or variant."""
+
+    __tablename__ = "rm_prices"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    price: Mapped[float] = mapped_column(nullable=False)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class StockLevel(Base):
+    """Read model: units available, when it last came back from 0, when it last rose."""
+
+    __tablename__ = "rm_stock"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    available: Mapped[int] = mapped_column(Integer, nullable=False)
+    restocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_rise_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ProjectionSkip(Base):
+    """How many events of a kind the read-model projection skipped, and why."""
+
+    __tablename__ = "projection_skips"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entity_name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_event_id: Mapped[str] = mapped_column(String(128), nullable=False)

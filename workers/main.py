@@ -1,4 +1,4 @@
-"""Worker processes' composition root: ``dramatiq workers.main:setup --queues persist|deliveries``."""
+"""Worker processes' composition root: ``dramatiq workers.main:setup --queues <queue>``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dramatiq
 from config.runtime import Runtime, build_runtime
 from config.settings import Settings, load_settings
 from workers.deliver import declare_deliver_actor
+from workers.notify import declare_notify_actor
 from workers.persist import declare_persist_actor
 
 
@@ -21,7 +22,9 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
         runtime.broker, runtime.sessions, senders=runtime.senders, box=runtime.box,
         policy=runtime.retry_policy,
     )
-    return {persist.actor_name: persist, deliver.actor_name: deliver}
+    assert runtime.mailer is not None
+    notify = declare_notify_actor(runtime.broker, runtime.sessions, mailer=runtime.mailer)
+    return {a.actor_name: a for a in (persist, deliver, notify)}
 
 
 def setup(settings: Settings | None = None) -> Runtime:

@@ -1,4 +1,4 @@
-"""The persist pool's actor: store a message's events, fan out to matching subscriptions."""
+"""The persist pool's actor: store events, fan out to subscriptions, feed the read models."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.dispatch import enqueue_deliveries
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from store.events import save_events
+from store.readmodels import project
 from store.subscriptions import IndexCache, create_deliveries, pending_deliveries
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,12 @@ def persist_and_fan_out(
     """Store ``events`` and their deliveries in one transaction; return (new events, deliveries
     to enqueue). A redelivered message stores nothing twice and re-lists unsent deliveries."""
     inserted = set(save_events(session, tenant, events))
+    new_events = [e for e in events if e["id"] in inserted]
     index = indexes.get(session, tenant)
-    if inserted and not index.empty:
-        create_deliveries(session, tenant, [e for e in events if e["id"] in inserted], index)
+    if new_events and not index.empty:
+        create_deliveries(session, tenant, new_events, index)
+    if new_events:
+        project(session, tenant, new_events)
     session.commit()
     due = [] if index.empty else pending_deliveries(session, tenant, [e["id"] for e in events])
     session.rollback()

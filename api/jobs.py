@@ -1,0 +1,151 @@
+"""/api/v1/jobs: notification jobs (CRUD, soft delete, run history, run now)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from api.events import parse_query
+from api.http import ApiError, json_response, validation_details
+from api.security import require
+from api.subscriptions import _json_body
+from broker.dispatch import enqueue_runs
+from store.jobs import (
+    JobError,
+    JobExists,
+    JobIn,
+    create_job,
+    delete_job,
+    get_job,
+    list_jobs,
+    list_runs,
+    mark_enqueued,
+    run_now,
+    run_to_api,
+    to_api,
+    update_job,
+)
+
+bp = Blueprint("jobs", __name__)
+BASE = "/api/v1/jobs"
+
+
+def _runtime() -> Any:
+    return current_app.extensions["ec.runtime"]
+
+
+def _parse(body: Any) -> JobIn:
+    try:
+        return JobIn.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_job", "the job is invalid", validation_details(exc)) from None
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such job")
+
+
+def _domain(exc: JobError) -> ApiError:
+    status, code = (409, "conflict") if isinstance(exc, JobExists) else (400, "invalid_job")
+    return ApiError(status, code, str(exc), [{"field": exc.field or "body", "message": str(exc),
+                                              "type": code}])
+
+
+@bp.post(BASE)
+@require("jobs")
+def create() -> Response:
+    data = _parse(_json_body())
+    with _runtime().sessions() as session:
+        try:
+            job = create_job(session, g.principal.tenant, data)
+        except JobError as exc:
+            raise _domain(exc) from None
+        body = to_api(job)
+    return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
+
+
+@bp.put(f"{BASE}/<string:job_id>")
+@require("jobs")
+def update(job_id: str) -> Response:
+    data = _parse(_json_body())
+    if data.id is not None and data.id != job_id:
+        raise ApiError(400, "id_mismatch", "a job's id cannot change",
+                       [{"field": "id", "message": "must equal the path id", "type": "mismatch"}])
+    with _runtime().sessions() as session:
+        job = update_job(session, g.principal.tenant, job_id, data)
+        if job is None:
+            raise _not_found()
+        return json_response(to_api(job))
+
+
+def _delete(job_id: str) -> Response:
+    with _runtime().sessions() as session:
+        if not delete_job(session, g.principal.tenant, job_id):
+            raise _not_found()
+    return Response(status=204)
+
+
+@bp.delete(f"{BASE}/<string:job_id>")
+@require("jobs")
+def delete(job_id: str) -> Response:
+    return _delete(job_id)
+
+
+@bp.post(f"{BASE}/<string:job_id>/delete")
+@require("jobs")
+def delete_by_post(job_id: str) -> Response:
+    return _delete(job_id)
+
+
+class ListParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_deleted: bool = False
+
+
+@bp.get(BASE)
+@require("jobs")
+def list_all() -> Response:
+    params = parse_query(ListParams)
+    assert isinstance(params, ListParams)
+    with _runtime().sessions() as session:
+        jobs = list_jobs(session, g.principal.tenant, include_deleted=params.include_deleted)
+        return json_response([to_api(j) for j in jobs])
+
+
+@bp.get(f"{BASE}/<string:job_id>")
+@require("jobs")
+def get_one(job_id: str) -> Response:
+    with _runtime().sessions() as session:
+        job = get_job(session, g.principal.tenant, job_id)
+        if job is None:
+            raise _not_found()
+        return json_response(to_api(job))
+
+
+@bp.get(f"{BASE}/<string:job_id>/runs")
+@require("jobs")
+def runs(job_id: str) -> Response:
+    with _runtime().sessions() as session:
+        job = get_job(session, g.principal.tenant, job_id)
+        if job is None:
+            raise _not_found()
+        return json_response({"runs": [run_to_api(r) for r in list_runs(session, job)]})
+
+
+@bp.post(f"{BASE}/<string:job_id>/run")
+@require("jobs")
+def run(job_id: str) -> Response:
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        job = get_job(session, g.principal.tenant, job_id)
+        if job is None:
+            raise _not_found()
+        if job.deleted or not job.is_active:
+            raise ApiError(409, "inactive", "a deleted or inactive job does not run")
+        run_id = run_now(session, job)
+    enqueue_runs(runtime.broker, [run_id])
+    with runtime.sessions() as session:
+        mark_enqueued(session, [run_id])
+    return json_response({"run_id": run_id, "status": "queued"}, 202)

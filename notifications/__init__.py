@@ -1,0 +1,1 @@
+"""Wishlist e-mails: who gets what for a job run, and sending it through a mailer."""

@@ -1,0 +1,1 @@
+"""Mailer implementations: ``sendgrid`` (the real library), ``log`` (no key), ``stub`` (tests)."""

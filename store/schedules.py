@@ -1,0 +1,104 @@
+"""Job schedules: 5-field cron in an IANA time zone, or ``rate(N unit)`` / ``cron(...)`` expressions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+_RATE_RE = re.compile(r"^rate\(\s*(\d{1,6})\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_CRON_WRAP_RE = re.compile(r"^cron\((.*)\)$")
+_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+class ScheduleError(ValueError):
+    """The schedule cannot be understood; the message says how to write it."""
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"unknown IANA time zone {name!r} (e.g. Europe/Berlin)") from None
+
+
+def check_cron(expr: str) -> str:
+    """A 5-field cron expression (minute hour day-of-month month day-of-week), validated."""
+    fields = expr.split()
+    if len(fields) != 5 or not croniter.is_valid(expr):
+        raise ScheduleError("must be a 5-field cron expression, e.g. '0 9 * * 1' (09:00 Mondays)")
+    return " ".join(fields)
+
+
+def _aws_cron(inner: str) -> str:
+    """AWS EventBridge's 6-field cron (… year) with '?' → our 5-field form."""
+    fields = inner.split()
+    if len(fields) == 6:
+        if fields[5] not in ("*", "?"):
+            raise ScheduleError("cron(...) with a specific year is not supported; use '*'")
+        fields = fields[:5]
+    return check_cron(" ".join("*" if f == "?" else f for f in fields))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a job fires. Either ``cron`` (local time in ``tz``) or a fixed ``every`` interval."""
+
+    tz: ZoneInfo
+    cron: str | None = None
+    every: timedelta | None = None
+    anchor: datetime | None = None  # start of a rate schedule
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first fire time strictly after ``moment`` (UTC)."""
+        if self.every is not None:
+            assert self.anchor is not None
+            if moment < self.anchor:
+                return self.anchor
+            steps = int((moment - self.anchor) / self.every) + 1
+            return self.anchor + steps * self.every
+        assert self.cron is not None
+        local = moment.astimezone(self.tz)
+        return croniter(self.cron, local).get_next(datetime).astimezone(UTC)
+
+    def latest_at_or_before(self, moment: datetime) -> datetime | None:
+        """The last fire time at or before ``moment`` (UTC), for coalescing missed slots."""
+        if self.every is not None:
+            assert self.anchor is not None
+            if moment < self.anchor:
+                return None
+            steps = int((moment - self.anchor) / self.every)
+            return self.anchor + steps * self.every
+        assert self.cron is not None
+        local = (moment + timedelta(microseconds=1)).astimezone(self.tz)
+        return croniter(self.cron, local).get_prev(datetime).astimezone(UTC)
+
+
+def parse_schedule(schedule: str | None, expression: str | None, tz_name: str,
+                   anchor: datetime) -> Schedule:
+    """``scheduleExpression`` wins over ``schedule`` when both are given."""
+    tz = zone(tz_name)
+    if expression:
+        text = expression.strip()
+        rate = _RATE_RE.match(text)
+        if rate:
+            count, unit = int(rate.group(1)), rate.group(2)
+            if count < 1:
+                raise ScheduleError("rate(...) needs a positive number")
+            return Schedule(tz=tz, every=timedelta(seconds=count * _UNITS[unit]),
+                            anchor=anchor.replace(second=0, microsecond=0))
+        wrapped = _CRON_WRAP_RE.match(text)
+        if wrapped:
+            return Schedule(tz=tz, cron=_aws_cron(wrapped.group(1)))
+        try:
+            return Schedule(tz=tz, cron=check_cron(text))
+        except ScheduleError:
+            raise ScheduleError(
+                "scheduleExpression must be rate(N minutes|hours|days), cron(<5 or 6 fields>) "
+                "or a 5-field cron expression") from None
+    if not schedule:
+        raise ScheduleError("a job needs a schedule (5-field cron) or a scheduleExpression")
+    return Schedule(tz=tz, cron=check_cron(schedule))

@@ -1,0 +1,42 @@
+"""The notify pool's actor: carry out one job run, re-enqueued later when SendGrid says wait."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.dispatch import enqueue_runs
+from broker.queues import NOTIFY_ACTOR, NOTIFY_QUEUE
+from notifications.mailer import Mailer
+from notifications.service import run_notifications
+from workers.persist import is_transient
+
+log = logging.getLogger(__name__)
+
+
+def declare_notify_actor(broker: dramatiq.Broker, sessions: sessionmaker[Session], *,
+                         mailer: Mailer) -> dramatiq.Actor:
+    """Declare ``send_notifications`` on ``broker`` (queue ``notifications``) and return it."""
+
+    def send_notifications(run_id: int) -> None:
+        def schedule_retry(seconds: float) -> None:
+            enqueue_runs(broker, [run_id], delay_ms=max(1, int(seconds * 1000)))
+
+        with sessions() as session:
+            try:
+                status = run_notifications(session, run_id, mailer=mailer,
+                                           schedule_retry=schedule_retry)
+            except Exception:
+                session.rollback()
+                raise
+        log.info("job run %s: %s", run_id, status)
+
+    def retry_when(retries: int, exc: BaseException) -> bool:
+        return retries < 1000 and is_transient(exc)
+
+    return dramatiq.actor(
+        send_notifications, actor_name=NOTIFY_ACTOR, queue_name=NOTIFY_QUEUE, broker=broker,
+        retry_when=retry_when, min_backoff=1000, max_backoff=60_000, time_limit=600_000,
+    )
