@@ -217,12 +217,13 @@ def test_two_scheduler_processes_fire_each_slot_exactly_once(
     tenant = f"sch-{uuid.uuid4().hex[:6]}"
     with runtime.sessions() as session:
         create_tenant(session, tenant)
-    from store.jobs import JobIn, create_job as store_create
+    from store.jobs import JobIn
+    from store.jobs import create_job as store_create
 
     past = datetime.now(UTC) - timedelta(minutes=3, seconds=10)
     ids, never = [], []
     with runtime.sessions() as session:
-        for i in range(60):
+        for _ in range(60):
             job = store_create(session, tenant, JobIn.model_validate(
                 {"notification": "REMINDER", "schedule": "* * * * *", "template_id": "d-x"}))
             ids.append(job.pk)
