@@ -276,3 +276,60 @@ def test_two_scheduler_processes_fire_each_slot_exactly_once(
             "AND NOT (pk = ANY(%s))", (tenant, never)).fetchone()
     assert row is not None and row[0] == 0
     runtime.close()
+
+
+def test_price_drop_over_the_procfile_web_persist_notify_and_scheduler_processes(
+        pg_url: str, redis_url: str, standin: SendGridStandIn, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.conftest import free_port
+    from tests.integration.procs import wait_http
+
+    port = free_port()
+    env = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "EC_TOKEN_SECRET": SECRET,
+           "PORT": str(port), "WEB_BIND": "127.0.0.1", "WEB_CONCURRENCY": "1",
+           "PERSIST_PROCESSES": "1", "NOTIFY_PROCESSES": "1", "LOG_LEVEL": "INFO",
+           "SENDGRID_API_KEY": "SG.e2e-key", "SENDGRID_FROM_EMAIL": "shop@example.com",
+           "SENDGRID_API_HOST": standin.url, "EC_SCHEDULER_TICK_SECONDS": "1"}
+    release = Proc("release", procfile_command("release"), env, tmp_path)
+    assert release.popen.wait(60) == 0, release.log()
+    procs = [Proc(n, procfile_command(n), env, tmp_path)
+             for n in ("web", "persist", "notify", "scheduler")]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", procs[0])
+        out = subprocess.run([str(Path(sys.executable).parent / "eventcollector"), "tenant",
+                              "create", f"je-{uuid.uuid4().hex[:6]}", "--json"],
+                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        tenant = json.loads(out.stdout)["tenant"]
+        h = {"Authorization": f"Bearer {mint(tenant)}", "X-TWC-Tenant": tenant}
+        for e in (wishlist("w-1", "ann", "ann@example.com", [item("p-1", 100.0)]),
+                  entity("PRICE", "UPDATE", {"product_id": "p-1", "price": 70.0}, "p-1")):
+            assert requests.post(base + "/api/v1/events", json=e, headers=h,
+                                 timeout=10).status_code == 201
+            time.sleep(0.5)  # let the wishlist be projected before the price
+        job = requests.post(base + "/api/v1/jobs", headers=h, timeout=10, json={
+            "notification": "PRICE_DROP", "schedule": "* * * * *", "template_id": "d-e2e"}).json()
+        # Make its first slot due now (rather than wait for the next minute)
+        with psycopg.connect(_pg(pg_url), autocommit=True) as conn:
+            conn.execute("UPDATE jobs SET next_run_at = now() - interval '1 second' "
+                         "WHERE tenant = %s", (tenant,))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not standin.accepted:
+            time.sleep(0.2)
+        [body] = standin.accepted
+        [p] = body["personalizations"]
+        assert p["to"][0]["email"] == "ann@example.com"
+        assert [(i["product_id"], i["price"], i["old_price"])
+                for i in p["dynamic_template_data"]["items"]] == [("p-1", 70.0, 100.0)]
+        runs = requests.get(f"{base}/api/v1/jobs/{job['id']}/runs", headers=h, timeout=10).json()
+        assert [(r["trigger"], r["sent"]) for r in runs["runs"]][-1] == ("schedule", 1)
+    finally:
+        codes = {p.name: p.stop() for p in procs}
+    assert codes["scheduler"] == 0
+    assert all("SG.e2e-key" not in p.log() for p in procs)
