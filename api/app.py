@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, Response
 from sqlalchemy import text
 
+from api import observability
 from api.http import json_response, register_error_handlers
+from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
 from config.settings import Settings, load_settings
 
@@ -16,8 +16,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     """Build the Flask app; with no arguments, settings come from the environment."""
     if runtime is None:
         settings = settings or load_settings()
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        configure_logging(settings.log_level)
         runtime = build_runtime(settings)
     app = Flask("eventcollector")
     app.extensions["ec.runtime"] = runtime
@@ -32,6 +31,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                       jobs.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    observability.install(app, runtime.redis_client)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError
-from store.auth import InvalidToken, Principal, verify_token
+from broker.ratelimit import retry_after_header
+from store.auth import InvalidToken, Principal, rate_limits, verify_token
 from store.domain import TENANT_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,7 +49,44 @@ def authenticate(scope: str, *, tenant_header: bool) -> Principal:
                            f"the token does not belong to the tenant named in {TENANT_HEADER}")
     if scope not in principal.scopes:
         raise ApiError(403, "insufficient_scope", f"the token lacks the '{scope}' scope")
+    charge(principal.tenant, 1)
     return principal
+
+
+_limits_cache: dict[str, tuple[float, float | None, int | None]] = {}
+_LIMITS_TTL = 30.0
+
+
+def _tenant_limits(tenant: str) -> tuple[float, int]:
+    runtime = current_app.extensions["ec.runtime"]
+    settings = runtime.settings
+    cached = _limits_cache.get(tenant)
+    now = time.monotonic()
+    if cached is None or cached[0] < now:
+        try:
+            with runtime.sessions() as session:
+                per_second, burst = rate_limits(session, tenant)
+        except SQLAlchemyError:
+            per_second, burst = (cached[1], cached[2]) if cached else (None, None)
+        cached = (now + _LIMITS_TTL, per_second, burst)
+        _limits_cache[tenant] = cached
+    rate = cached[1] if cached[1] is not None else settings.rate_limit_per_second
+    return float(rate), int(cached[2] if cached[2] is not None else settings.rate_limit_burst)
+
+
+def charge(tenant: str, cost: int) -> None:
+    """Take ``cost`` requests from the tenant's bucket or raise 429 with Retry-After."""
+    runtime = current_app.extensions["ec.runtime"]
+    if runtime.limiter is None:
+        return
+    rate, burst = _tenant_limits(tenant)
+    if rate <= 0:
+        return
+    verdict = runtime.limiter.take(tenant, cost, rate, max(burst, cost))
+    if not verdict.allowed:
+        raise ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit "
+                       f"({rate:g} requests/s)",
+                       headers={"Retry-After": retry_after_header(verdict.retry_after)})
 
 
 def require(scope: str, *, tenant_header: bool = True) -> Callable[[F], F]:

@@ -90,6 +90,54 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenant_limits(args: argparse.Namespace) -> int:
+    from store.auth import UnknownTenant, set_rate_limit
+    from store.db import make_engine, make_session_factory
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            set_rate_limit(session, args.name, None if args.reset else args.per_second,
+                           None if args.reset else args.burst)
+    except UnknownTenant as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print("limits reset to the defaults" if args.reset else
+          f"{args.name}: {args.per_second} requests/s, burst {args.burst} (applies within 30 s)")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from broker.deadletters import QUEUES, DeadLetters
+    from config.runtime import build_broker, build_redis
+
+    settings = _settings()
+    if not settings.redis_url:
+        print("error: dead letters live in Redis: set REDIS_URL", file=sys.stderr)
+        return 1
+    letters = DeadLetters(build_redis(settings), build_broker(settings))
+    queues = [args.queue] if args.queue else list(QUEUES)
+    if args.dlq_command == "list":
+        for queue in queues:
+            for letter in letters.list(queue, limit=args.limit):
+                print(json.dumps(letter.summary()))
+            print(f"# {queue}: {letters.size(queue)} dead-lettered", file=sys.stderr)
+    elif args.dlq_command == "retry":
+        for queue in queues:
+            n = letters.retry(queue, args.id or None)
+            print(f"{queue}: re-enqueued {n}")
+    else:
+        if not args.yes:
+            print("error: purge deletes messages for good; add --yes", file=sys.stderr)
+            return 1
+        for queue in queues:
+            print(f"{queue}: purged {letters.purge(queue)}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     import dramatiq
     from werkzeug.serving import make_server
@@ -191,6 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_tenant_create)
+
+    limits = tenant_sub.add_parser("limits", help="set a tenant's request rate limit")
+    limits.add_argument("name")
+    limits.add_argument("--per-second", type=float, default=None)
+    limits.add_argument("--burst", type=int, default=None)
+    limits.add_argument("--reset", action="store_true", help="back to the deployment defaults")
+    limits.set_defaults(func=cmd_tenant_limits)
+
+    dlq = sub.add_parser("dlq", help="dead-lettered messages: list, retry, purge")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name in ("list", "retry", "purge"):
+        cmd = dlq_sub.add_parser(name)
+        cmd.add_argument("--queue", choices=["persist", "deliveries", "notifications"])
+        if name == "list":
+            cmd.add_argument("--limit", type=int, default=100)
+        if name == "retry":
+            cmd.add_argument("--id", action="append", help="a dead letter's id (default: all)")
+        if name == "purge":
+            cmd.add_argument("--yes", action="store_true")
+        cmd.set_defaults(func=cmd_dlq)
 
     token = sub.add_parser("token", help="mint an access token for operators")
     token.add_argument("--tenant", required=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import dramatiq
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.intake import Intake
+from broker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from config.settings import Settings
 from delivery.sender import Sender
 from delivery.service import RetryPolicy
@@ -32,6 +34,7 @@ class Runtime:
         senders: the delivery sender per destination type (SQS, SNS).
         retry_policy: the delivery retry schedule.
         mailer: SendGrid when configured, else the log mailer.
+        limiter: per-tenant request rate limiter (Redis, or in memory when embedded).
     """
 
     settings: Settings
@@ -43,6 +46,8 @@ class Runtime:
     senders: Mapping[str, Sender] = field(default_factory=dict)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     mailer: Mailer | None = None
+    limiter: RateLimiter | None = None
+    redis_client: Any = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -69,19 +74,24 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
-def build_intake(settings: Settings, broker: dramatiq.Broker) -> Intake:
-    if settings.redis_url:
-        import redis
+def build_redis(settings: Settings) -> Any:
+    if not settings.redis_url:
+        return None
+    import redis
 
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+    )
+
+
+def build_intake(settings: Settings, broker: dramatiq.Broker, client: Any = None) -> Intake:
+    if settings.redis_url:
         from broker.intakes.redis import RedisIntake
 
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            health_check_interval=15,
-        )
-        return RedisIntake(client, settings.intake_ttl_seconds)
+        return RedisIntake(client or build_redis(settings), settings.intake_ttl_seconds)
     from broker.intakes.memory import MemoryIntake
 
     return MemoryIntake(broker, settings.intake_ttl_seconds)
@@ -117,12 +127,15 @@ def build_runtime(
     """Wire everything for ``settings``; pass ``broker``/``senders`` to substitute (tests)."""
     engine = make_engine(settings.database_url)
     broker = broker if broker is not None else build_broker(settings)
+    client = build_redis(settings)
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
         broker=broker,
-        intake=build_intake(settings, broker),
+        intake=build_intake(settings, broker, client),
+        redis_client=client,
+        limiter=RedisRateLimiter(client) if client is not None else MemoryRateLimiter(),
         box=SecretBox(settings.secret_key),
         senders=senders if senders is not None else build_senders(),
         retry_policy=RetryPolicy(

@@ -43,6 +43,8 @@ class Settings:
         sendgrid_api_key / sendgrid_from_email / sendgrid_api_host: the SendGrid account; with
             no key, e-mails are written to the log instead.
         scheduler_tick_seconds: how often the scheduler looks for due jobs.
+        rate_limit_per_second / rate_limit_burst: default per-tenant request rate (0 = none);
+            a tenant's own limits (``eventcollector tenant limits``) win.
     """
 
     database_url: str
@@ -67,6 +69,8 @@ class Settings:
     sendgrid_from_email: str | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
     scheduler_tick_seconds: float = 2.0
+    rate_limit_per_second: float = 1000.0
+    rate_limit_burst: int = 2000
 
     @property
     def embedded(self) -> bool:
@@ -231,4 +235,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sendgrid_from_email=sendgrid_from,
         sendgrid_api_host=sendgrid_host.rstrip("/"),
         scheduler_tick_seconds=_int(env, "EC_SCHEDULER_TICK_SECONDS", 2, 1, 60),
+        rate_limit_per_second=_int(env, "EC_RATE_LIMIT_PER_SECOND", 1000, 0, 10_000_000),
+        rate_limit_burst=_int(env, "EC_RATE_LIMIT_BURST", 2000, 1, 100_000_000),
     )

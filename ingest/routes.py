@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, is_malformed_json, json_response, validation_details
+from api.observability import INGESTED
 from api.security import require
 from broker.intake import Outcome
+from config import logging as logctx
 from ingest.service import accept_events
 from store.domain import EventIn, entity_event_problems
 from store.events import stored_versions
@@ -62,6 +64,7 @@ def create_event() -> Response:
     try:
         event = EventIn.model_validate_json(body)
     except ValidationError as exc:
+        INGESTED.labels("rejected").inc()
         if is_malformed_json(exc):
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         raise ApiError(
@@ -69,9 +72,14 @@ def create_event() -> Response:
         ) from None
     problems = entity_event_problems(event)
     if problems:
+        INGESTED.labels("rejected").inc()
         raise ApiError(400, "invalid_event", "the event is invalid", problems)
     tenant = g.principal.tenant
+    corr = event.event_payload.key_attributes.get("correlationId")
+    if corr:
+        logctx.correlation_id.set(corr)
     [result] = accept_events(runtime.intake, tenant, [event], stored=_stored_lookup(tenant))
+    INGESTED.labels(result.outcome.value).inc()
     document = result.document
     if result.outcome is Outcome.CONFLICT:
         raise ApiError(
@@ -151,4 +159,8 @@ def create_events_batch() -> Response:
                               "message": "id already accepted with a different body",
                               "details": []},
                 }
+    for outcome, key in (("accepted", "accepted"), ("duplicate", "duplicates"),
+                         ("conflict", "conflicts"), ("rejected", "rejected")):
+        if counts[key]:
+            INGESTED.labels(outcome).inc(counts[key])
     return json_response({**counts, "results": results}, 200)

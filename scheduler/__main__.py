@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from config.logging import configure_logging
 from config.runtime import build_runtime
 from config.settings import ConfigError, load_settings
 from scheduler.loop import run_forever
@@ -18,8 +19,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     if settings.embedded:
         print("the scheduler process needs REDIS_URL (the embedded default runs it inside "
               "'eventcollector dev')", file=sys.stderr)

@@ -201,3 +201,21 @@ def verify_token(secret: str, token: str) -> Principal:
     if not isinstance(tenant, str) or not isinstance(scope, str):
         raise InvalidToken("the access token is invalid")
     return Principal(tenant=tenant, client_id=str(claims["sub"]), scopes=frozenset(scope.split()))
+
+
+def set_rate_limit(session: Session, tenant: str, per_second: float | None,
+                   burst: int | None) -> None:
+    """Set (or, with None, reset to the defaults) a tenant's request rate limit."""
+    row = session.execute(select(Tenant).where(Tenant.name == tenant)).scalar_one_or_none()
+    if row is None:
+        raise UnknownTenant(f"no tenant named {tenant!r}")
+    row.rate_per_second = per_second
+    row.rate_burst = burst
+    session.commit()
+
+
+def rate_limits(session: Session, tenant: str) -> tuple[float | None, int | None]:
+    row = session.execute(
+        select(Tenant.rate_per_second, Tenant.rate_burst).where(Tenant.name == tenant)
+    ).first()
+    return (row[0], row[1]) if row else (None, None)

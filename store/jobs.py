@@ -94,6 +94,16 @@ class JobIn(BaseModel):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("scheduleExpression")
+    @classmethod
+    def _expression(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_schedule(None, value, "UTC", datetime.now(UTC))
+            except ScheduleError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("job_parameters")
     @classmethod
     def _params(cls, value: dict[str, ParamValue]) -> dict[str, ParamValue]:
@@ -108,10 +118,8 @@ class JobIn(BaseModel):
 
     @model_validator(mode="after")
     def _has_schedule(self) -> JobIn:
-        try:
-            parse_schedule(self.schedule, self.scheduleExpression, self.timezone, datetime.now(UTC))
-        except ScheduleError as exc:
-            raise ValueError(str(exc)) from None
+        if not self.schedule and not self.scheduleExpression:
+            raise ValueError("a job needs a schedule (5-field cron) or a scheduleExpression")
         return self
 
 

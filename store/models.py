@@ -40,6 +40,9 @@ class Tenant(Base):
     # Bumped in the same transaction as any change to the tenant's subscriptions, so a
     # worker's cached matching index knows when to reload.
     subscriptions_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Requests per second and burst for this tenant; NULL = the deployment's defaults.
+    rate_per_second: Mapped[float | None] = mapped_column()
+    rate_burst: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiClient(Base):

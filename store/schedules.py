@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 _RATE_RE = re.compile(r"^rate\(\s*(\d{1,6})\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _CRON_WRAP_RE = re.compile(r"^cron\((.*)\)$")
@@ -30,6 +30,10 @@ def check_cron(expr: str) -> str:
     fields = expr.split()
     if len(fields) != 5 or not croniter.is_valid(expr):
         raise ScheduleError("must be a 5-field cron expression, e.g. '0 9 * * 1' (09:00 Mondays)")
+    try:  # valid syntax can still name a day that never comes (e.g. 31 February)
+        croniter(" ".join(fields), datetime(2026, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except (CroniterBadDateError, CroniterBadCronError):
+        raise ScheduleError("this cron expression never fires") from None
     return " ".join(fields)
 
 

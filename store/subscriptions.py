@@ -184,6 +184,12 @@ class SubscriptionIn(BaseModel):
         description="which event types match (default ENTITY_EVENT only; FAULT/WARNING opt in)",
     )
     destination: DestinationIn
+    # Read-only fields that GET shows: accepted so a client can PUT back what it read, ignored.
+    createdAt: Any = Field(None, exclude=True)
+    updatedAt: Any = Field(None, exclude=True)
+    failingSince: Any = Field(None, exclude=True)
+    deactivatedAt: Any = Field(None, exclude=True)
+    deactivationReason: Any = Field(None, exclude=True)
 
     @field_validator("entityType", mode="before")
     @classmethod

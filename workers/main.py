@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import dramatiq
 
+from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
 from config.settings import Settings, load_settings
 from workers.deliver import declare_deliver_actor
@@ -30,8 +29,7 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
 def setup(settings: Settings | None = None) -> Runtime:
     """Called by the dramatiq CLI in each worker process: build the runtime, set the broker."""
     settings = settings or load_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     runtime = build_runtime(settings)
     dramatiq.set_broker(runtime.broker)
     declare_actors(runtime)

@@ -332,10 +332,6 @@ def test_put_back_the_masked_values_keeps_the_stored_key_and_secret(
     assert destination.access_secret == ACCESS_SECRET
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GET returns read-only fields (createdAt, updatedAt, failingSince, deactivatedAt, "
-    "deactivationReason) that PUT rejects as unknown (SubscriptionIn extra='forbid'), so what "
-    "GET showed cannot be PUT back as store/subscriptions.py _apply's comment promises"))
 def test_put_back_exactly_what_get_showed_is_accepted(acme: Caller) -> None:
     # Given a subscription with keys, as GET shows it
     created = create(acme, sqs_body())
@@ -345,6 +341,13 @@ def test_put_back_exactly_what_get_showed_is_accepted(acme: Caller) -> None:
     # Then it is accepted and nothing changes
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert writable(resp.get_json()) == writable(shown)
+    assert resp.get_json()["createdAt"] == shown["createdAt"]
+    # And read-only fields sent back with other values are ignored, not applied
+    forged = {**shown, "createdAt": "2000-01-01T00:00:00.000Z", "deactivationReason": "forged",
+              "deactivatedAt": "2000-01-01T00:00:00.000Z"}
+    again = put(acme, BASE, forged).get_json()
+    assert again["createdAt"] == shown["createdAt"]
+    assert again["deactivationReason"] is None and again["deactivatedAt"] is None
 
 
 def test_a_masked_key_that_is_not_the_stored_one_is_a_400(acme: Caller) -> None:

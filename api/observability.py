@@ -1,0 +1,91 @@
+"""Request ids, JSON request logs and Prometheus metrics for the web process (``/metrics``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from config import logging as logctx
+
+log = logging.getLogger("eventcollector.http")
+_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+REQUESTS = Counter("ec_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("ec_http_request_duration_seconds", "HTTP request latency", ["route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+INGESTED = Counter("ec_events_ingested_total", "Events answered by the ingest API", ["outcome"])
+
+
+class QueueCollector:
+    """Queue depth and dead-letter size per Dramatiq queue, read from Redis at scrape time."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def collect(self) -> Any:
+        from broker.deadletters import QUEUES
+
+        depth = GaugeMetricFamily("ec_queue_depth", "Messages waiting", labels=["queue"])
+        delayed = GaugeMetricFamily("ec_queue_delayed", "Delayed messages (retries)",
+                                    labels=["queue"])
+        dead = GaugeMetricFamily("ec_dead_letters", "Dead-lettered messages", labels=["queue"])
+        try:
+            for q in QUEUES:
+                depth.add_metric([q], self.client.llen(f"dramatiq:{q}"))
+                delayed.add_metric([q], self.client.llen(f"dramatiq:{q}.DQ"))
+                dead.add_metric([q], self.client.zcard(f"dramatiq:{q}.XQ"))
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
+            return []
+        return [depth, delayed, dead]
+
+
+def install(app: Flask, redis_client: Any) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _ID_RE.match(incoming) else uuid.uuid4().hex
+        logctx.request_id.set(g.request_id)
+        logctx.tenant.set(None)
+        logctx.correlation_id.set(None)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(route).observe(elapsed)
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        principal = getattr(g, "principal", None)
+        if principal is not None:
+            logctx.tenant.set(principal.tenant)
+        log.info("%s %s %s", request.method, request.path, response.status_code,
+                 extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+                        "route": route})
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        registry = CollectorRegistry()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            from prometheus_client import REGISTRY
+
+            registry = REGISTRY  # type: ignore[assignment]
+        body = generate_latest(registry)
+        if redis_client is not None:
+            extra = CollectorRegistry()
+            extra.register(QueueCollector(redis_client))  # type: ignore[arg-type]
+            body += generate_latest(extra)
+        return Response(body, mimetype=CONTENT_TYPE_LATEST)
