@@ -103,9 +103,13 @@ def _update(sub_id: str, body: Any) -> Response:
 def update_by_body() -> Response:
     body = _json_body()
     sub_id = body.get("id") if isinstance(body, dict) else None
-    if not isinstance(sub_id, str) or not sub_id:
+    if sub_id is None:
         raise ApiError(400, "invalid_subscription", "the body must carry the subscription's id",
                        [{"field": "id", "message": "required", "type": "missing"}])
+    if not isinstance(sub_id, str) or not sub_id:
+        raise ApiError(400, "invalid_subscription", "id must be a non-empty string",
+                       [{"field": "id", "message": "must be a non-empty string",
+                         "type": "string_type"}])
     return _update(sub_id, body)
 
 

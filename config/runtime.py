@@ -62,8 +62,11 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         return RedisBroker(
             url=settings.redis_url,
             namespace="dramatiq",
-            # A crashed worker's unacked messages are requeued once its heartbeat is this old.
-            heartbeat_timeout=30_000,
+            # A crashed worker's unacked messages are requeued once its heartbeat is this old,
+            # by the maintenance that roughly every 50th broker command runs (Dramatiq's default
+            # is every 1,000th, which can leave them waiting for minutes on a quiet queue).
+            heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+            maintenance_chance=settings.broker_maintenance_chance,
             socket_timeout=5,
             socket_connect_timeout=5,
         )

@@ -45,6 +45,10 @@ class Settings:
         scheduler_tick_seconds: how often the scheduler looks for due jobs.
         rate_limit_per_second / rate_limit_burst: default per-tenant request rate (0 = none);
             a tenant's own limits (``eventcollector tenant limits``) win.
+        broker_heartbeat_timeout_ms / broker_maintenance_chance: how soon a killed worker's
+            unacknowledged messages are given to another (Dramatiq RedisBroker settings).
+        scheduler_resend_after_seconds: a run committed but never enqueued (the scheduler died
+            in between) is enqueued by another tick after this long.
     """
 
     database_url: str
@@ -71,6 +75,9 @@ class Settings:
     scheduler_tick_seconds: float = 2.0
     rate_limit_per_second: float = 1000.0
     rate_limit_burst: int = 2000
+    broker_heartbeat_timeout_ms: int = 15_000
+    broker_maintenance_chance: int = 20_000
+    scheduler_resend_after_seconds: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -237,4 +244,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scheduler_tick_seconds=_int(env, "EC_SCHEDULER_TICK_SECONDS", 2, 1, 60),
         rate_limit_per_second=_int(env, "EC_RATE_LIMIT_PER_SECOND", 1000, 0, 10_000_000),
         rate_limit_burst=_int(env, "EC_RATE_LIMIT_BURST", 2000, 1, 100_000_000),
+        broker_heartbeat_timeout_ms=_int(env, "EC_BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, 1000,
+                                         3_600_000),
+        broker_maintenance_chance=_int(env, "EC_BROKER_MAINTENANCE_CHANCE", 20_000, 1, 1_000_000),
+        scheduler_resend_after_seconds=_int(env, "EC_SCHEDULER_RESEND_AFTER_SECONDS", 30, 1, 3600),
     )

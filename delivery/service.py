@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from delivery.sender import Destination, OutgoingMessage, Sender, SendResult
 from store.crypto import SecretBox, SecretsUnavailable
+from store.db import begin_write
 from store.deliveries import lock_delivery, record_attempt
 from store.events import get_event, to_document
 from store.models import Delivery, Subscription
@@ -97,6 +98,7 @@ def attempt_delivery(
     ``schedule_retry(seconds)`` is called before the commit when another attempt is due, so a
     crash between the two re-sends rather than forgets.
     """
+    begin_write(session)
     delivery = lock_delivery(session, delivery_id)
     if delivery is None or delivery.status != "pending":
         session.rollback()
@@ -142,18 +144,21 @@ def attempt_delivery(
     delivery.last_error = error[:1024]
     first = _aware(delivery.first_attempt_at) or now
     if result.transient and (now - first).total_seconds() < policy.give_up_after:
+        sub.failing_since = _aware(sub.failing_since) or now
+        failing_for = (now - sub.failing_since).total_seconds()
+        if failing_for >= policy.failing_window:
+            record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
+                           error_code=result.error_code, error_message=result.error_message)
+            deactivate_subscription(
+                session, sub, f"deliveries failing for {int(failing_for)} s; last error: {error}", now)
+            delivery.status = "cancelled"
+            delivery.next_attempt_at = None
+            session.commit()
+            return "cancelled"
         delay = policy.delay(delivery.attempts, result.retry_after)
         delivery.next_attempt_at = now + timedelta(seconds=delay)
         record_attempt(session, delivery, status="retrying", at=now, latency_ms=latency_ms,
                        error_code=result.error_code, error_message=result.error_message)
-        sub.failing_since = _aware(sub.failing_since) or now
-        failing_for = (now - sub.failing_since).total_seconds()
-        if failing_for >= policy.failing_window:
-            deactivate_subscription(
-                session, sub, f"deliveries failing for {int(failing_for)} s; last error: {error}", now)
-            delivery.status = "cancelled"
-            session.commit()
-            return "cancelled"
         schedule_retry(delay)
         session.commit()
         return "retrying"

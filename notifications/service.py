@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from notifications.compose import Planned, plan
 from notifications.mailer import MAX_PERSONALIZATIONS, Mailer, Recipient
+from store.db import begin_write
 from store.jobs import fires
 from store.models import Job, JobRun, RunRecipient
 
@@ -52,6 +53,7 @@ def run_notifications(
     Customers already mailed in this run are never mailed again: a retry plans afresh and
     leaves them out.
     """
+    begin_write(session)
     run = _lock_run(session, run_id)
     if run is None or run.status in ("done", "failed", "cancelled"):
         session.rollback()
@@ -76,6 +78,7 @@ def run_notifications(
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         result = mailer.send(job.template_id, [_recipient(job, p) for p in chunk], custom_args)
+        begin_write(session)
         run = _lock_run(session, run_id)
         assert run is not None
         now = datetime.now(UTC)

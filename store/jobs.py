@@ -281,6 +281,9 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
     Several schedulers may run this at once: rows are claimed with SKIP LOCKED on PostgreSQL,
     and a run is unique per (job, fire time), so each slot fires exactly once.
     """
+    from store.db import begin_write
+
+    begin_write(session)
     stmt = select(Job).where(
         Job.next_run_at.is_not(None), Job.next_run_at <= now, Job.deleted.is_(False),
         Job.is_active.is_(True), Job.is_scheduled.is_(True),

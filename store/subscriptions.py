@@ -18,12 +18,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from store.crypto import SecretBox, SecretsUnavailable
 from store.domain import EVENT_ID_PATTERN, EntityName, EventType, format_time, new_event_id
-from store.models import Delivery, Subscription, Tenant
+from store.models import Delivery, DeliveryAttempt, Subscription, Tenant
 
 MASK = "********"
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
@@ -337,9 +337,13 @@ def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return False
+    # Gone means gone: a subscription created later under the same id starts with a clean log.
+    session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.tenant == tenant,
+                                                  DeliveryAttempt.subscription_id == sub_id))
     session.execute(
         update(Delivery)
-        .where(Delivery.tenant == tenant, Delivery.subscription_id == sub_id, Delivery.status == "pending")
+        .where(Delivery.tenant == tenant, Delivery.subscription_id == sub_id,
+               Delivery.status == "pending")
         .values(status="cancelled", last_error="subscription deleted")
     )
     session.delete(sub)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.dispatch import enqueue_deliveries
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
+from store.db import begin_write
 from store.events import save_events
 from store.readmodels import project
 from store.subscriptions import IndexCache, create_deliveries, pending_deliveries
@@ -31,6 +32,7 @@ def persist_and_fan_out(
 ) -> tuple[int, list[int]]:
     """Store ``events`` and their deliveries in one transaction; return (new events, deliveries
     to enqueue). A redelivered message stores nothing twice and re-lists unsent deliveries."""
+    begin_write(session)
     inserted = set(save_events(session, tenant, events))
     new_events = [e for e in events if e["id"] in inserted]
     index = indexes.get(session, tenant)

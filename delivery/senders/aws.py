@@ -34,7 +34,8 @@ TRANSIENT_CODES = {
     "RequestThrottledException", "TooManyRequestsException", "ServiceUnavailable",
     "ServiceUnavailableException", "InternalError", "InternalFailure", "InternalErrorException",
     "RequestTimeout", "RequestTimeoutException", "KMSThrottlingException", "SlowDown",
-    "RequestLimitExceeded", "EC2ThrottledException", "KmsThrottled", "KMS.ThrottlingException",
+    "RequestLimitExceeded", "EC2ThrottledException", "KmsThrottled", "KMSThrottling",
+    "KMS.ThrottlingException",
     "AWS.SimpleQueueService.KmsThrottled", "KMSInternalException", "KmsInternal",
 }
 

@@ -43,7 +43,7 @@ class MotoServer:
 class FaultProxy:
     """Forwards to ``upstream``; answers ``status`` instead for the first ``fail_next`` calls."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, port: int = 0) -> None:
         self.upstream_port = upstream_port
         self.fail_next = 0
         self.fail_always = False
@@ -86,7 +86,8 @@ class FaultProxy:
                 self.wfile.write(data)
                 conn.close()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

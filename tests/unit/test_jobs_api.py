@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 import dramatiq
 import pytest
 
-from broker.queues import NOTIFY_QUEUE
+from broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
 from notifications.mailer import Mailer
 from notifications.mailers.stub import StubMailer
-from tests.conftest import Caller, b64, drain, make_settings, mint
+from tests.conftest import Caller, b64, make_settings, mint
 
 BASE = "/api/v1/jobs"
 FINISHED = ("done", "failed", "cancelled")
@@ -83,8 +83,12 @@ def copy_template(factory: pytest.TempPathFactory, dest: Path) -> Path:
 
 @contextmanager
 def notify_app(db: Path, mailer: Mailer) -> Iterator[Any]:
-    """conftest's ``embedded`` app, built with ``build_runtime(settings, mailer=mailer)``: one
-    worker thread consumes the persist, deliveries and notifications queues."""
+    """conftest's ``embedded`` app, built with ``build_runtime(settings, mailer=mailer)``.
+
+    Unlike conftest's, its worker thread (persist, deliveries and notifications queues) runs only
+    inside :func:`settle`: what the API or a scheduler tick enqueues stays queued until a test
+    settles, so a test decides exactly what the workers have seen (e.g. an accepted event still
+    in the persist queue when a run is planned)."""
     from api.app import create_app
     from config.runtime import build_runtime
     from workers.main import declare_actors
@@ -92,16 +96,26 @@ def notify_app(db: Path, mailer: Mailer) -> Iterator[Any]:
     settings = make_settings(f"sqlite:///{db}")
     runtime = build_runtime(settings, mailer=mailer)
     declare_actors(runtime)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=10)
-    worker.start()
     app = create_app(runtime=runtime)
     app.testing = True
-    app.extensions["test.worker"] = worker
     try:
         yield app
     finally:
-        worker.stop()
         runtime.close()
+
+
+def settle(app: Any) -> None:
+    """Run a worker thread until the persist and notifications queues (delayed messages
+    included) are empty, then stop it."""
+    broker = runtime_of(app).broker
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=10)
+    worker.start()
+    try:
+        for queue in (PERSIST_QUEUE, NOTIFY_QUEUE, PERSIST_QUEUE):
+            broker.join(queue, timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
 
 
 @pytest.fixture
@@ -183,18 +197,13 @@ def runs_of(caller: Caller, job_id: str) -> list[dict[str, Any]]:
     return list(resp.get_json()["runs"])
 
 
-def join_notifications(app: Any) -> None:
-    runtime_of(app).broker.join(NOTIFY_QUEUE, timeout=10_000)
-    app.extensions["test.worker"].join()
-
-
 def wait_for_run(caller: Caller, job_id: str, run_id: int, *, deadline_s: float = 10.0
                  ) -> dict[str, Any]:
     """Poll the run history until run ``run_id`` is finished (a transient failure re-enqueues it
     with a delay, so one join may not be enough); fails after the deadline."""
     give_up = time.monotonic() + deadline_s
     while True:
-        join_notifications(caller.client.application)
+        settle(caller.client.application)
         run = next(r for r in runs_of(caller, job_id) if r["id"] == run_id)
         if run["status"] in FINISHED:
             return run
@@ -237,7 +246,7 @@ def post_events(caller: Caller, *events: dict[str, Any]) -> list[dict[str, Any]]
         resp = caller.post_event(event)
         assert resp.status_code == 201, resp.get_data(as_text=True)
         stored.append(resp.get_json())
-    drain(caller.client.application)
+    settle(caller.client.application)
     return stored
 
 
@@ -393,6 +402,17 @@ def test_a_job_without_any_schedule_is_a_400(acme: Caller) -> None:
     del body["schedule"]
     error = assert_error(call(acme, "POST", BASE, body), 400, "invalid_job")
     assert "schedule" in error["details"][0]["message"]
+    assert acme.get(f"{BASE}?include_deleted=true").get_json() == []
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: store/jobs.py JobIn._has_schedule raises from a model "
+                   "validator, so api/http.py validation_details reports field 'body' for a job with "
+                   "neither schedule nor scheduleExpression; the details should name 'schedule'")
+def test_a_job_without_any_schedule_is_a_400_naming_schedule(acme: Caller) -> None:
+    body = job_body()
+    del body["schedule"]
+    error = assert_error(call(acme, "POST", BASE, body), 400, "invalid_job")
+    assert fields(error) == {"schedule"}
 
 
 @pytest.mark.parametrize("expression", ["rate(5 seconds)", "cron(0 9 * *)", "every day", "string"])
@@ -670,7 +690,7 @@ def test_another_tenants_job_is_a_404_on_every_route(acme: Caller, globex: Calle
     assert globex.get(f"{BASE}?include_deleted=true").get_json() == []
     assert get_job(acme, "job-acme") == job
     assert runs_of(acme, "job-acme") == []
-    join_notifications(acme.client.application)
+    settle(acme.client.application)
     assert stub.requests == []
 
 
