@@ -40,7 +40,11 @@ def _parse(body: Any) -> JobIn:
     try:
         return JobIn.model_validate(body)
     except ValidationError as exc:
-        raise ApiError(400, "invalid_job", "the job is invalid", validation_details(exc)) from None
+        details = validation_details(exc)
+        for d in details:
+            if d["field"] == "body" and d["message"].startswith("a job needs a schedule"):
+                d["field"] = "schedule"
+        raise ApiError(400, "invalid_job", "the job is invalid", details) from None
 
 
 def _not_found() -> ApiError:

@@ -116,8 +116,10 @@ def plan(session: Session, job: Job) -> tuple[list[Planned], int]:
                 rise = _aware(level.last_rise_at)
                 told = _aware(item.notified_low_at)
                 if told is None or (rise is not None and rise > told):
-                    now = datetime.now(UTC)
-                    pick = Pick(item, data, lambda i, t=now: setattr(i, "notified_low_at", t))
+                    # Remember the level's own time (when its event was received), so a restock
+                    # received before this run but stored after it still opens a new episode.
+                    seen = _aware(level.as_of)
+                    pick = Pick(item, data, lambda i, t=seen: setattr(i, "notified_low_at", t))
         if pick is None:
             continue
         planned = by_customer.setdefault(

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from store.domain import decoded_payload, parse_time
@@ -191,6 +192,8 @@ def _project_stock(session: Session, tenant: str, payload: Any, as_of: datetime)
     available = payload.get("available")
     if isinstance(available, bool) or not isinstance(available, int) or available < 0:
         raise Skip("available is not a non-negative integer")
+    if available >= 2**31:
+        raise Skip("available is too large")
     product_id = _text(payload.get("product_id"), "product_id")
     variant_id = _text(payload.get("variant_id"), "variant_id", required=False) or ""
     stock = session.get(StockLevel, (tenant, product_id, variant_id))
@@ -249,8 +252,10 @@ def project(session: Session, tenant: str, docs: list[dict[str, Any]]) -> int:
                 elif operation != "DELETE":  # PRICE / PRODUCT / VARIANT_PRODUCT
                     if entity == "PRICE" or (isinstance(payload, dict) and "price" in payload):
                         _project_price(session, tenant, payload, as_of)
-        except Skip as why:
+        except (Skip, DataError, IntegrityError, OverflowError, ValueError, TypeError) as why:
+            # One bad payload must never sink the batch it came with: count it and move on.
+            reason = str(why) if isinstance(why, Skip) else f"unexpected {type(why).__name__}"
             skipped += 1
-            _count_skip(session, tenant, entity, str(why), doc["id"])
-            log.info("projection skipped %s %s: %s", entity, doc["id"], why)
+            _count_skip(session, tenant, entity, reason, doc["id"])
+            log.info("projection skipped %s %s: %s", entity, doc["id"], reason)
     return skipped

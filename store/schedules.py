@@ -38,12 +38,23 @@ def check_cron(expr: str) -> str:
 
 
 def _aws_cron(inner: str) -> str:
-    """AWS EventBridge's 6-field cron (… year) with '?' → our 5-field form."""
+    """AWS EventBridge's 6-field cron (… year) with '?' → our 5-field form.
+
+    AWS numbers days of the week 1-7 from Sunday; 5-field cron numbers them 0-6.
+    """
     fields = inner.split()
     if len(fields) == 6:
         if fields[5] not in ("*", "?"):
             raise ScheduleError("cron(...) with a specific year is not supported; use '*'")
         fields = fields[:5]
+    if len(fields) == 5:
+        def shift(match: re.Match[str]) -> str:
+            day = int(match.group(0))
+            if not 1 <= day <= 7:
+                raise ScheduleError("AWS cron days of the week are 1-7 (1 = Sunday)")
+            return str(day - 1)
+
+        fields[4] = re.sub(r"(?<![#\d])\d+", shift, fields[4])
     return check_cron(" ".join("*" if f == "?" else f for f in fields))
 
 
@@ -56,6 +67,16 @@ class Schedule:
     every: timedelta | None = None
     anchor: datetime | None = None  # start of a rate schedule
 
+    @property
+    def _wall_clock(self) -> bool:
+        # Like classic cron: a job at fixed hours fires once on the day an hour repeats; one
+        # that runs every hour keeps real intervals across the change.
+        return self.cron is not None and self.cron.split()[1] != "*"
+
+    def _repeat(self, instant: datetime) -> bool:
+        """True for the second pass through a repeated local time (DST fall-back)."""
+        return self._wall_clock and instant.astimezone(self.tz).fold == 1
+
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment`` (UTC)."""
         if self.every is not None:
@@ -65,8 +86,11 @@ class Schedule:
             steps = int((moment - self.anchor) / self.every) + 1
             return self.anchor + steps * self.every
         assert self.cron is not None
-        local = moment.astimezone(self.tz)
-        return croniter(self.cron, local).get_next(datetime).astimezone(UTC)
+        it = croniter(self.cron, moment.astimezone(self.tz))
+        while True:
+            candidate = it.get_next(datetime).astimezone(UTC)
+            if candidate > moment and not self._repeat(candidate):
+                return candidate
 
     def latest_at_or_before(self, moment: datetime) -> datetime | None:
         """The last fire time at or before ``moment`` (UTC), for coalescing missed slots."""
@@ -77,8 +101,11 @@ class Schedule:
             steps = int((moment - self.anchor) / self.every)
             return self.anchor + steps * self.every
         assert self.cron is not None
-        local = (moment + timedelta(microseconds=1)).astimezone(self.tz)
-        return croniter(self.cron, local).get_prev(datetime).astimezone(UTC)
+        it = croniter(self.cron, (moment + timedelta(microseconds=1)).astimezone(self.tz))
+        while True:
+            candidate = it.get_prev(datetime).astimezone(UTC)
+            if candidate <= moment and not self._repeat(candidate):
+                return candidate
 
 
 def parse_schedule(schedule: str | None, expression: str | None, tz_name: str,

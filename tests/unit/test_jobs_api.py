@@ -405,9 +405,6 @@ def test_a_job_without_any_schedule_is_a_400(acme: Caller) -> None:
     assert acme.get(f"{BASE}?include_deleted=true").get_json() == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: store/jobs.py JobIn._has_schedule raises from a model "
-                   "validator, so api/http.py validation_details reports field 'body' for a job with "
-                   "neither schedule nor scheduleExpression; the details should name 'schedule'")
 def test_a_job_without_any_schedule_is_a_400_naming_schedule(acme: Caller) -> None:
     body = job_body()
     del body["schedule"]

@@ -321,11 +321,6 @@ def test_low_stock_mails_items_at_or_under_the_default_threshold_once_per_episod
     assert product_ids(by_customer(stub)["c-1"]) == ["p-1"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: notifications/compose.py plan() remembers a LOW_STOCK mail "
-                   "as notified_low_at = datetime.now() (wall clock at planning) but compares it with "
-                   "StockLevel.last_rise_at, which is the rise event's received_at: a rise received "
-                   "before the run but projected after it (persist pool backlog) is older than the "
-                   "mail time, so the new low episode that follows it is never mailed")
 def test_low_stock_a_rise_still_in_the_persist_queue_at_mail_time_starts_a_new_episode(
         acme: Caller) -> None:
     # Given p-1 low (3) on Ann's wishlist and a LOW_STOCK job

@@ -148,11 +148,6 @@ def test_berlin_fall_back_a_repeated_local_time_first_fires_at_its_first_occurre
         utc(2026, 10, 24, 23, 30), utc(2026, 10, 26, 0, 30)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: store/schedules.py Schedule.next_after/latest_at_or_before "
-                   "(croniter on an aware local time) yield both occurrences of a repeated wall time: "
-                   "a daily '30 2 * * *' Europe/Berlin job fires at 00:30 UTC and again at 01:30 UTC "
-                   "on 2026-10-25, so customers are mailed twice that day (cron fires a fixed-time "
-                   "job once on the fall-back day)")
 def test_berlin_fall_back_a_daily_job_fires_once_that_day() -> None:
     schedule = parse_schedule("30 2 * * *", None, "Europe/Berlin", ANCHOR)
     times = fire_times(schedule, utc(2026, 10, 24, 12), utc(2026, 10, 26, 12))
@@ -227,9 +222,6 @@ def test_aws_cron_form_is_read_as_five_field_cron() -> None:
     assert five.cron == "*/10 * * * *"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: store/schedules.py _aws_cron keeps a numeric day-of-week "
-                   "as is, but AWS cron numbers days 1-7 from Sunday (2 = Monday) while 5-field cron "
-                   "numbers them 0-6 from Sunday (2 = Tuesday): cron(0 9 ? * 2 *) fires on Tuesdays")
 def test_aws_cron_numeric_day_of_week_is_the_aws_day() -> None:
     schedule = parse_schedule(None, "cron(0 9 ? * 2 *)", "UTC", ANCHOR)
     assert schedule.next_after(utc(2026, 11, 22)).weekday() == 0  # AWS 2 = Monday
@@ -447,10 +439,6 @@ def test_tick_berlin_fall_back_never_fires_twice_for_one_fire_time(acme: Caller)
     assert ts(get_job(acme, "job-fall")["next_run_at"]) == utc(2027, 11, 1, 1, 30)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: store/schedules.py (croniter on aware local times) gives a "
-                   "daily '30 2 * * *' Europe/Berlin job two fire times on the fall-back day, and "
-                   "store/jobs.py tick() fires both (00:30 and 01:30 UTC on 2027-10-31): the job's "
-                   "customers are mailed twice that day")
 def test_tick_berlin_fall_back_a_daily_job_fires_once_that_day(acme: Caller) -> None:
     create_job(acme, id="job-fall-2", schedule="30 2 * * *", timezone="Europe/Berlin")
     for moment in (utc(2027, 10, 31, 0, 30), utc(2027, 10, 31, 1, 30), utc(2027, 10, 31, 2, 0)):
