@@ -57,9 +57,9 @@ class Runtime:
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """A RedisBroker for ``settings.redis_url``, else an in-process StubBroker."""
     if settings.redis_url:
-        from dramatiq.brokers.redis import RedisBroker
+        from broker.redis_broker import ResilientRedisBroker
 
-        return RedisBroker(
+        return ResilientRedisBroker(
             url=settings.redis_url,
             namespace="dramatiq",
             # A crashed worker's unacked messages are requeued once its heartbeat is this old,
