@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,10 +12,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, json_response, validation_details
 from api.security import require
-from store.domain import EntityName, EventSource, EventType, Operation, parse_time
+from store.domain import (
+    EVENT_ID_PATTERN,
+    EntityName,
+    EventSource,
+    EventType,
+    Operation,
+    parse_time,
+)
 from store.events import EventQuery, get_event, list_events, to_document
 
 bp = Blueprint("events", __name__)
+VALID_ID = re.compile(EVENT_ID_PATTERN)
 
 
 def _upper(value: object) -> object:
@@ -32,7 +41,13 @@ def _aware(value: object) -> object:
 
 Direction = Annotated[Literal["ASC", "DESC"], BeforeValidator(_upper)]
 Moment = Annotated[datetime, BeforeValidator(_aware)]
-Filter = Annotated[str, Field(min_length=1, max_length=255)]
+def _printable(value: object) -> object:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Filter = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_printable)]
 
 
 class EventListParams(BaseModel):
@@ -94,6 +109,8 @@ def not_found(event_id: str) -> ApiError:
 def get_one(event_id: str) -> Response:
     runtime = current_app.extensions["ec.runtime"]
     tenant = g.principal.tenant
+    if not VALID_ID.match(event_id):
+        raise not_found(event_id)
     try:
         with runtime.sessions() as session:
             row = get_event(session, tenant, event_id)

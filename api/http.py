@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from flask import Flask, Response, current_app
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -121,6 +121,13 @@ def register_error_handlers(app: Flask) -> None:
     def _db_down(exc: Exception) -> Response:
         log.warning("database unavailable: %s", type(exc).__name__)
         return unavailable("the database")
+
+    @app.errorhandler(DataError)
+    def _bad_value(exc: DataError) -> Response:
+        # The database refused a value (e.g. NUL in text): the client's input, not our fault.
+        log.info("database refused a value: %s", type(exc.orig).__name__)
+        return error_response(400, "invalid_value", "a value in the request cannot be stored "
+                              "or searched for (e.g. it contains NUL)")
 
     @app.errorhandler(DBAPIError)
     def _db_error(exc: DBAPIError) -> Response:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.events import parse_query
+from api.events import VALID_ID, parse_query
 from api.http import ApiError, json_response, validation_details
 from api.security import require
 from api.subscriptions import _json_body
@@ -47,6 +47,11 @@ def _parse(body: Any) -> JobIn:
         raise ApiError(400, "invalid_job", "the job is invalid", details) from None
 
 
+def _check_id(value: str) -> None:
+    if not VALID_ID.match(value):
+        raise _not_found()
+
+
 def _not_found() -> ApiError:
     return ApiError(404, "not_found", "no such job")
 
@@ -73,6 +78,7 @@ def create() -> Response:
 @bp.put(f"{BASE}/<string:job_id>")
 @require("jobs")
 def update(job_id: str) -> Response:
+    _check_id(job_id)
     data = _parse(_json_body())
     if data.id is not None and data.id != job_id:
         raise ApiError(400, "id_mismatch", "a job's id cannot change",
@@ -85,6 +91,7 @@ def update(job_id: str) -> Response:
 
 
 def _delete(job_id: str) -> Response:
+    _check_id(job_id)
     with _runtime().sessions() as session:
         if not delete_job(session, g.principal.tenant, job_id):
             raise _not_found()
@@ -94,12 +101,14 @@ def _delete(job_id: str) -> Response:
 @bp.delete(f"{BASE}/<string:job_id>")
 @require("jobs")
 def delete(job_id: str) -> Response:
+    _check_id(job_id)
     return _delete(job_id)
 
 
 @bp.post(f"{BASE}/<string:job_id>/delete")
 @require("jobs")
 def delete_by_post(job_id: str) -> Response:
+    _check_id(job_id)
     return _delete(job_id)
 
 
@@ -121,6 +130,7 @@ def list_all() -> Response:
 @bp.get(f"{BASE}/<string:job_id>")
 @require("jobs")
 def get_one(job_id: str) -> Response:
+    _check_id(job_id)
     with _runtime().sessions() as session:
         job = get_job(session, g.principal.tenant, job_id)
         if job is None:
@@ -131,6 +141,7 @@ def get_one(job_id: str) -> Response:
 @bp.get(f"{BASE}/<string:job_id>/runs")
 @require("jobs")
 def runs(job_id: str) -> Response:
+    _check_id(job_id)
     with _runtime().sessions() as session:
         job = get_job(session, g.principal.tenant, job_id)
         if job is None:
@@ -141,6 +152,7 @@ def runs(job_id: str) -> Response:
 @bp.post(f"{BASE}/<string:job_id>/run")
 @require("jobs")
 def run(job_id: str) -> Response:
+    _check_id(job_id)
     runtime = _runtime()
     with runtime.sessions() as session:
         job = get_job(session, g.principal.tenant, job_id)

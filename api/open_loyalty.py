@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.events import Direction, parse_query
+from api.events import VALID_ID, Direction, parse_query
 from api.http import ApiError, json_response
 from api.security import require
 from store.domain import decoded_payload, format_time
@@ -25,7 +25,8 @@ class OpenLoyaltyParams(BaseModel):
     fromId: int | None = Field(None, ge=1, le=2**62)
     perPage: int = Field(10, ge=1, le=100)
     sort: Annotated[Literal["id", "received_at"],
-                    BeforeValidator(lambda v: _SORTS.get(v, v))] = "id"
+                    BeforeValidator(lambda v: _SORTS.get(v, v)),
+                    Field(json_schema_extra={"enum": ["id", "recorderOn", "received_at"]})] = "id"
     direction: Direction = "ASC"
 
 
@@ -66,6 +67,8 @@ def list_ol() -> Response:
 @require("events:read", tenant_header=False)
 def get_ol(event_id: str) -> Response:
     runtime = current_app.extensions["ec.runtime"]
+    if not VALID_ID.match(event_id):
+        raise ApiError(404, "not_found", "no such event")
     with runtime.sessions() as session:
         row = None
         if event_id.isdigit() and len(event_id) < 19:

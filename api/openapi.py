@@ -126,7 +126,8 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    text = {400: "invalid input", 401: "missing, invalid or expired token",
+    text = {400: "invalid input (or a missing/malformed X-TWC-Tenant)",
+            401: "missing, invalid or expired token", 429: "the tenant is over its rate limit",
             403: "tenant mismatch or missing scope", 404: "unknown id in this tenant",
             409: "same id, different body", 413: "body too large", 415: "not JSON",
             503: "broker or database unavailable; retry after Retry-After seconds"}
@@ -135,6 +136,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _TENANT = {"name": "X-TWC-Tenant", "in": "header", "required": True,
            "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"}}
+_TENANT_OPTIONAL = {**_TENANT, "required": False,
+                    "description": "optional; when given it must name the token's tenant"}
 
 
 def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -155,18 +158,177 @@ def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
     return params
 
 
+class SubscriptionBlock(BaseModel):
+    queueUrl: str | None = None
+    topicArn: str | None = None
+    region: str
+    accessKey: str | None = Field(description="masked: '****' + the last 4 characters")
+    accessSecret: str | None = Field(description="masked: '********' when one is stored")
+
+
+class DestinationOut(BaseModel):
+    type: str
+    sqs: SubscriptionBlock | None = None
+    sns: SubscriptionBlock | None = None
+
+
+class Subscription(BaseModel):
+    """A subscription as responses show it (secrets masked)."""
+
+    id: str
+    active: bool
+    entityType: str
+    subscribeCreate: bool
+    subscribeChange: bool
+    subscribeDelete: bool
+    eventTypes: list[str]
+    destination: DestinationOut
+    createdAt: str
+    updatedAt: str
+    failingSince: str | None
+    deactivatedAt: str | None
+    deactivationReason: str | None
+
+
+class Deactivated(BaseModel):
+    body: dict[str, Any]
+    statusCode: str
+    statusCodeValue: int
+
+
+class Attempt(BaseModel):
+    id: int
+    deliveryId: int
+    eventId: str
+    attempt: int
+    attemptedAt: str
+    status: str
+    errorCode: str | None
+    errorMessage: str | None
+    messageId: str | None
+    latencyMs: int
+
+
+class AttemptList(BaseModel):
+    deliveries: list[Attempt]
+    total: int
+    next_from_id: int | None
+
+
+class ReplayRequest(BaseModel):
+    since: str = Field(json_schema_extra={"format": "date-time"})
+    until: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class Queued(BaseModel):
+    queued: int
+
+
+class TestResult(BaseModel):
+    ok: bool
+    messageId: str | None
+    errorCode: str | None
+    errorMessage: str | None
+    transient: bool | None
+
+
+class Job(BaseModel):
+    """A notification job as responses show it."""
+
+    id: str
+    deleted: bool
+    is_active: bool
+    is_scheduled: bool
+    job_parameters: dict[str, Any]
+    notification: str
+    number_of_items_in_email: int
+    schedule: str | None
+    scheduleExpression: str | None
+    template_id: str
+    timezone: str
+    next_run_at: str | None
+    last_run_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class JobRun(BaseModel):
+    id: int
+    fire_time: str
+    trigger: str
+    status: str
+    created_at: str
+    finished_at: str | None
+    recipients: int
+    sent: int
+    failed: int
+    skipped: int
+    attempts: int
+    error: str | None
+
+
+class JobRuns(BaseModel):
+    runs: list[JobRun]
+
+
+class RunQueued(BaseModel):
+    run_id: int
+    status: str
+
+
+def _array(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"type": "array", "items": _ref(name)}}}}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
 def build_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built from the same pydantic models that validate requests)."""
+    from api.jobs import ListParams as JobListParams
     from api.open_loyalty import OpenLoyaltyParams
+    from api.subscriptions import AttemptParams
+    from api.subscriptions import ListParams as SubscriptionListParams
+    from store.jobs import JobIn
+    from store.subscriptions import SubscriptionIn
 
-    _, top = models_json_schema([(m, "validation" if m is EventIn else "serialization")
-                                 for m in _MODELS],
+    validation = {EventIn, SubscriptionIn, JobIn}
+    models = [*_MODELS, SubscriptionIn, Subscription, Deactivated, AttemptList, ReplayRequest,
+              Queued, TestResult, JobIn, Job, JobRuns, RunQueued]
+    _, top = models_json_schema([(m, "validation" if m in validation else "serialization")
+                                 for m in models],
                                 ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})
+    # Batch items are answered one by one (a bad item gets its own 400): any JSON value.
+    schemas["BatchRequest"]["properties"]["events"]["items"] = {
+        "description": "an event (EventIn); items that are not valid get their own 400"}
     secured = [{"bearerAuth": []}]
-    v1 = {"security": secured, "parameters": [_TENANT]}
-    event_path = {"name": "event_id", "in": "path", "required": True,
-                  "schema": {"type": "string", "maxLength": 128}}
+    # Every secured call may also be rate limited, or find the broker/database down.
+    common = (401, 403, 429, 503)
+
+    def op(summary: str, tag: str, responses: dict[str, Any], *statuses: int,
+           params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+           v1: bool = True) -> dict[str, Any]:
+        codes = sorted(set(statuses) | set(common) | ({400} if v1 else set()))
+        out: dict[str, Any] = {"summary": summary, "tags": [tag], "security": secured,
+                               "parameters": [_TENANT if v1 else _TENANT_OPTIONAL, *(params or [])],
+                               "responses": {**responses, **_errors(*codes)}}
+        if body is not None:
+            out["requestBody"] = body
+        return out
+
+    def path_param(name: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True,
+                "schema": {"type": "string", "maxLength": 128}}
+
+    event_path = path_param("event_id")
+    sub_path = path_param("sub_id")
+    job_path = path_param("job_id")
+    created = {"headers": {"Location": {"schema": {"type": "string"}}}}
+    no_content = {"204": {"description": "done"}}
+    sub_base = "/api/v1/event-subscription"
     paths: dict[str, Any] = {
         "/api/v1/auth/token": {"post": {
             "summary": "OAuth 2.0 client credentials: get an access token",
@@ -175,41 +337,90 @@ def build_spec() -> dict[str, Any]:
                 "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
                 "application/json": {"schema": _ref("TokenRequest")}}},
             "responses": {"200": _json("TokenResponse", "a signed access token"),
-                          **_errors(400, 401, 415)}}},
+                          **_errors(400, 401, 413, 415, 503)}}},
         "/api/v1/events": {
-            "post": {**v1, "summary": "Post an event", "tags": ["events"],
-                     "requestBody": {"required": True,
-                                     "content": {"application/json": {"schema": _ref("EventIn")}}},
-                     "responses": {"201": {**_json("Event", "accepted: it will be stored"),
-                                           "headers": {"Location": {"schema": {"type": "string"}}}},
-                                   "200": _json("Event", "retry of an accepted event"),
-                                   **_errors(400, 401, 403, 409, 413, 415, 503)}},
-            "get": {**v1, "summary": "List events (cursor pagination)", "tags": ["events"],
-                    "parameters": [_TENANT, *_query_params(EventListParams)],
-                    "responses": {"200": _json("EventList", "a page of events"),
-                                  **_errors(400, 401, 403, 503)}}},
-        "/api/v1/events/batch": {"post": {
-            **v1, "summary": "Post up to 1000 events; each item is answered on its own",
-            "tags": ["events"],
-            "requestBody": {"required": True,
-                            "content": {"application/json": {"schema": _ref("BatchRequest")}}},
-            "responses": {"200": _json("BatchResult", "per-item results"),
-                          **_errors(400, 401, 403, 413, 415, 503)}}},
-        "/api/v1/events/{event_id}": {"get": {
-            **v1, "summary": "Get an event by id", "tags": ["events"],
-            "parameters": [_TENANT, event_path],
-            "responses": {"200": _json("Event", "the event"), **_errors(401, 403, 404, 503)}}},
-        "/api/event": {"get": {
-            "security": secured, "summary": "Open Loyalty style event list", "tags": ["event store"],
-            "parameters": _query_params(OpenLoyaltyParams),
-            "responses": {"200": _json("OpenLoyaltyEventList", "a page of events"),
-                          **_errors(400, 401, 403, 503)}}},
-        "/api/event/{event_id}": {"get": {
-            "security": secured, "summary": "Open Loyalty style event by sequence number or uuid",
-            "tags": ["event store"], "parameters": [event_path],
-            "responses": {"200": _json("OpenLoyaltyEvent", "the event"),
-                          **_errors(401, 403, 404, 503)}}},
+            "post": op("Post an event", "events", {
+                "201": {**_json("Event", "accepted: it will be stored"), **created},
+                "200": _json("Event", "retry of an accepted event")}, 409, 413, 415,
+                body=_body("EventIn")),
+            "get": op("List events (cursor pagination)", "events",
+                      {"200": _json("EventList", "a page of events")},
+                      params=_query_params(EventListParams))},
+        "/api/v1/events/batch": {"post": op(
+            "Post up to 1000 events; each item is answered on its own", "events",
+            {"200": _json("BatchResult", "per-item results")}, 413, 415,
+            body=_body("BatchRequest"))},
+        "/api/v1/events/{event_id}": {"get": op(
+            "Get an event by id", "events", {"200": _json("Event", "the event")}, 404,
+            params=[event_path])},
+        "/api/event": {"get": op(
+            "Open Loyalty style event list", "event store",
+            {"200": _json("OpenLoyaltyEventList", "a page of events")}, 400,
+            params=_query_params(OpenLoyaltyParams), v1=False)},
+        "/api/event/{event_id}": {"get": op(
+            "Open Loyalty style event by sequence number or uuid", "event store",
+            {"200": _json("OpenLoyaltyEvent", "the event")}, 400, 404, params=[event_path],
+            v1=False)},
+        sub_base: {
+            "post": op("Create a subscription", "subscriptions",
+                       {"201": {**_json("Subscription", "created"), **created}}, 409, 413, 415,
+                       body=_body("SubscriptionIn")),
+            "put": op("Update a subscription (id in the body)", "subscriptions",
+                      {"200": _json("Subscription", "updated")}, 404, 413, 415,
+                      body=_body("SubscriptionIn")),
+            "get": op("List subscriptions (active ones unless include_inactive)",
+                      "subscriptions", {"200": _array("Subscription", "subscriptions")},
+                      params=_query_params(SubscriptionListParams))},
+        f"{sub_base}/{{sub_id}}": {
+            "get": op("Get a subscription", "subscriptions",
+                      {"200": _json("Subscription", "the subscription")}, 404,
+                      params=[sub_path]),
+            "put": op("Update a subscription", "subscriptions",
+                      {"200": _json("Subscription", "updated")}, 404, 413, 415,
+                      params=[sub_path], body=_body("SubscriptionIn")),
+            "delete": op("Delete a subscription", "subscriptions", no_content, 404,
+                         params=[sub_path])},
+        f"{sub_base}/{{sub_id}}/deactivate": {"put": op(
+            "Deactivate a subscription", "subscriptions",
+            {"200": _json("Deactivated", "deactivated")}, 404, params=[sub_path])},
+        f"{sub_base}/{{sub_id}}/deliveries": {"get": op(
+            "The attempt log", "subscriptions", {"200": _json("AttemptList", "attempts")}, 404,
+            params=[sub_path, *_query_params(AttemptParams)])},
+        f"{sub_base}/{{sub_id}}/replay": {"post": op(
+            "Re-deliver the stored events of a time range", "subscriptions",
+            {"202": _json("Queued", "deliveries queued")}, 404, 409, 413, 415,
+            params=[sub_path], body=_body("ReplayRequest"))},
+        f"{sub_base}/{{sub_id}}/test": {"post": op(
+            "Send one test message now", "subscriptions",
+            {"200": _json("TestResult", "the outcome")}, 404, params=[sub_path])},
+        "/api/v1/jobs": {
+            "post": op("Create a notification job", "jobs",
+                       {"201": {**_json("Job", "created"), **created}}, 409, 413, 415,
+                       body=_body("JobIn")),
+            "get": op("List jobs (not deleted unless include_deleted)", "jobs",
+                      {"200": _array("Job", "jobs")}, params=_query_params(JobListParams))},
+        "/api/v1/jobs/{job_id}": {
+            "get": op("Get a job", "jobs", {"200": _json("Job", "the job")}, 404,
+                      params=[job_path]),
+            "put": op("Update a job (its id cannot change)", "jobs",
+                      {"200": _json("Job", "updated")}, 404, 413, 415, params=[job_path],
+                      body=_body("JobIn")),
+            "delete": op("Delete a job (soft)", "jobs", no_content, 404, params=[job_path])},
+        "/api/v1/jobs/{job_id}/delete": {"post": op(
+            "Delete a job (soft; seed 002's POST form)", "jobs", no_content, 404,
+            params=[job_path])},
+        "/api/v1/jobs/{job_id}/runs": {"get": op(
+            "Run history", "jobs", {"200": _json("JobRuns", "runs, newest first")}, 404,
+            params=[job_path])},
+        "/api/v1/jobs/{job_id}/run": {"post": op(
+            "Fire now", "jobs", {"202": _json("RunQueued", "queued")}, 404, 409,
+            params=[job_path])},
     }
+    for methods in paths.values():
+        for operation in methods.values():
+            for status, response in operation["responses"].items():
+                if status in ("429", "503"):
+                    response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Event Collector API", "version": "1.0.0",

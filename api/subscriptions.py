@@ -9,7 +9,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from api.events import Moment, parse_query
+from api.events import VALID_ID, Moment, parse_query
 from api.http import ApiError, json_response, validation_details
 from api.security import require
 from broker.dispatch import enqueue_deliveries
@@ -66,6 +66,11 @@ def _domain_error(exc: SubscriptionError) -> ApiError:
     return ApiError(status, code, str(exc), [{"field": field, "message": str(exc), "type": code}])
 
 
+def _check_id(value: str) -> None:
+    if not VALID_ID.match(value):
+        raise _not_found()
+
+
 def _not_found() -> ApiError:
     return ApiError(404, "not_found", "no such subscription")
 
@@ -116,6 +121,7 @@ def update_by_body() -> Response:
 @bp.put(f"{BASE}/<string:sub_id>")
 @require("subscriptions")
 def update_by_path(sub_id: str) -> Response:
+    _check_id(sub_id)
     return _update(sub_id, _json_body())
 
 
@@ -138,6 +144,7 @@ def list_all() -> Response:
 @bp.get(f"{BASE}/<string:sub_id>")
 @require("subscriptions")
 def get_one(sub_id: str) -> Response:
+    _check_id(sub_id)
     with _runtime().sessions() as session:
         sub = get_subscription(session, g.principal.tenant, sub_id)
         if sub is None:
@@ -148,6 +155,7 @@ def get_one(sub_id: str) -> Response:
 @bp.put(f"{BASE}/<string:sub_id>/deactivate")
 @require("subscriptions")
 def deactivate(sub_id: str) -> Response:
+    _check_id(sub_id)
     with _runtime().sessions() as session:
         sub = get_subscription(session, g.principal.tenant, sub_id)
         if sub is None:
@@ -161,6 +169,7 @@ def deactivate(sub_id: str) -> Response:
 @bp.delete(f"{BASE}/<string:sub_id>")
 @require("subscriptions")
 def delete(sub_id: str) -> Response:
+    _check_id(sub_id)
     with _runtime().sessions() as session:
         if not delete_subscription(session, g.principal.tenant, sub_id):
             raise _not_found()
@@ -178,6 +187,7 @@ class AttemptParams(BaseModel):
 @bp.get(f"{BASE}/<string:sub_id>/deliveries")
 @require("subscriptions")
 def deliveries(sub_id: str) -> Response:
+    _check_id(sub_id)
     params = parse_query(AttemptParams)
     assert isinstance(params, AttemptParams)
     with _runtime().sessions() as session:
@@ -204,6 +214,7 @@ class ReplayIn(BaseModel):
 @bp.post(f"{BASE}/<string:sub_id>/replay")
 @require("subscriptions")
 def replay(sub_id: str) -> Response:
+    _check_id(sub_id)
     try:
         window = ReplayIn.model_validate(_json_body())
     except ValidationError as exc:
@@ -229,6 +240,7 @@ def replay(sub_id: str) -> Response:
 @bp.post(f"{BASE}/<string:sub_id>/test")
 @require("subscriptions")
 def test_send(sub_id: str) -> Response:
+    _check_id(sub_id)
     runtime = _runtime()
     with runtime.sessions() as session:
         sub = get_subscription(session, g.principal.tenant, sub_id)

@@ -124,10 +124,16 @@ def create_events_batch() -> Response:
     positions: list[int] = []
     for index, item in enumerate(items):
         try:
+            if len(orjson.dumps(item)) > settings.max_event_bytes:
+                raise OverflowError
             event = EventIn.model_validate(item)
             details = entity_event_problems(event)
-        except ValidationError as exc:
-            details = validation_details(exc)
+        except OverflowError:
+            details = [{"field": f"events.{index}", "type": "too_large",
+                        "message": f"an event may be at most {settings.max_event_bytes} bytes"}]
+        except (ValidationError, orjson.JSONEncodeError) as exc:
+            details = (validation_details(exc) if isinstance(exc, ValidationError) else
+                       [{"field": f"events.{index}", "type": "invalid", "message": str(exc)}])
         if details:
             results[index] = {
                 "index": index,

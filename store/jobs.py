@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from store.db import begin_write
 from store.domain import EVENT_ID_PATTERN, format_time, new_event_id
 from store.models import Job, JobRun
 from store.schedules import Schedule, ScheduleError, parse_schedule, zone
@@ -152,6 +153,7 @@ def _apply(job: Job, data: JobIn, now: datetime) -> None:
 
 
 def create_job(session: Session, tenant: str, data: JobIn) -> Job:
+    begin_write(session)
     now = datetime.now(UTC)
     job_id = data.id or new_event_id()
     if get_job(session, tenant, job_id) is not None:
@@ -164,6 +166,7 @@ def create_job(session: Session, tenant: str, data: JobIn) -> Job:
 
 
 def update_job(session: Session, tenant: str, job_id: str, data: JobIn) -> Job | None:
+    begin_write(session)
     job = get_job(session, tenant, job_id)
     if job is None:
         return None
@@ -174,6 +177,7 @@ def update_job(session: Session, tenant: str, job_id: str, data: JobIn) -> Job |
 
 def delete_job(session: Session, tenant: str, job_id: str) -> bool:
     """Soft delete: the job stays visible with ``deleted=true`` and never fires again."""
+    begin_write(session)
     job = get_job(session, tenant, job_id)
     if job is None:
         return False
@@ -259,6 +263,7 @@ def _insert_run(session: Session, job: Job, fire_time: datetime, trigger: str,
 
 def run_now(session: Session, job: Job) -> int:
     """A manual run (POST /jobs/{id}/run); committed, to be enqueued by the caller."""
+    begin_write(session)
     now = datetime.now(UTC)
     run_id = _insert_run(session, job, now, "manual", now)
     if run_id is None:  # two manual runs in the same microsecond
@@ -281,8 +286,6 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
     Several schedulers may run this at once: rows are claimed with SKIP LOCKED on PostgreSQL,
     and a run is unique per (job, fire time), so each slot fires exactly once.
     """
-    from store.db import begin_write
-
     begin_write(session)
     stmt = select(Job).where(
         Job.next_run_at.is_not(None), Job.next_run_at <= now, Job.deleted.is_(False),

@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from store.crypto import SecretBox, SecretsUnavailable
+from store.db import begin_write
 from store.domain import EVENT_ID_PATTERN, EntityName, EventType, format_time, new_event_id
 from store.models import Delivery, DeliveryAttempt, Subscription, Tenant
 
@@ -279,6 +280,7 @@ def _apply(sub: Subscription, data: SubscriptionIn, box: SecretBox, now: datetim
 
 
 def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box: SecretBox) -> Subscription:
+    begin_write(session)
     now = datetime.now(UTC)
     sub_id = data.id or new_event_id()
     if get_subscription(session, tenant, sub_id) is not None:
@@ -297,6 +299,7 @@ def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box
 def update_subscription(
     session: Session, tenant: str, sub_id: str, data: SubscriptionIn, box: SecretBox
 ) -> Subscription | None:
+    begin_write(session)
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return None
@@ -334,6 +337,7 @@ def deactivate_subscription(session: Session, sub: Subscription, reason: str, no
 
 
 def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
+    begin_write(session)
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return False

@@ -234,3 +234,24 @@ def drain_queue(moto: MotoServer, url: str, expected: set[str],
         if entries:
             sqs.delete_message_batch(QueueUrl=url, Entries=entries)
     return seen
+
+
+def succeeded_deliveries(pg: PrivatePostgres, tenant: str) -> int:
+    with psycopg.connect(pg.url.replace("postgresql+psycopg", "postgresql")) as conn:
+        row = conn.execute("SELECT count(DISTINCT event_id) FROM deliveries WHERE tenant = %s "
+                           "AND status = 'succeeded'", (tenant,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_delivered(pg: PrivatePostgres, tenant: str, n: int, timeout: float = 240) -> int:
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        try:
+            done = succeeded_deliveries(pg, tenant)
+        except psycopg.OperationalError:
+            done = 0
+        if done >= n:
+            break
+        time.sleep(0.5)
+    return done

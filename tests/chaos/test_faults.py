@@ -252,3 +252,26 @@ def test_scheduler_killed_between_commit_and_enqueue_sends_the_slot_once(
 def test_results_are_consistent() -> None:
     # A bookkeeping check so a run that skipped every scenario is visible.
     assert stored_counts is not None
+
+
+def test_baseline_without_faults(stack_factory: Any, pg: PrivatePostgres, moto: MotoServer) -> None:
+    # The same load with nothing broken: the reference for the recovery figures above.
+    stack = stack_factory("web", "persist", "deliver")
+    tenant, headers = create_tenant(stack)
+    queue, _ = sqs_subscription(stack, headers, moto)
+    ids = [f"ok-{i}-{uuid.uuid4().hex[:6]}" for i in range(SCALE["events"])]
+    ledger = Ledger()
+    started = time.monotonic()
+    post_until_accepted(stack.base, headers, ids, ledger)
+    posted = time.monotonic() - started
+    from .conftest import wait_stored as _wait
+
+    _wait(pg, tenant, ledger.accepted())
+    stored = time.monotonic() - started
+    from .conftest import wait_delivered
+
+    wait_delivered(pg, tenant, len(ledger.accepted()))
+    delivered = time.monotonic() - started
+    figures = check(pg, tenant, ledger, moto, queue)
+    report("baseline", posted_s=round(posted, 1), stored_s=round(stored, 1),
+           delivered_s=round(delivered, 1), **figures)
