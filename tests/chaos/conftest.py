@@ -33,7 +33,7 @@ from .servers import PrivatePostgres, PrivateRedis
 
 FULL = os.environ.get("EC_CHAOS_SCALE", "short") == "full"
 SCALE = {
-    "events": 10_000 if FULL else 1_500,
+    "events": 10_000 if FULL else 500,
     "redis_outage": 30 if FULL else 6,
     "pg_outage": 30 if FULL else 6,
     "aws_outage": 60 if FULL else 8,
@@ -220,19 +220,33 @@ def wait_stored(pg: PrivatePostgres, tenant: str, expected: set[str],
 
 def drain_queue(moto: MotoServer, url: str, expected: set[str],
                 timeout: float = 180) -> dict[str, int]:
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.url,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    """Receive (and delete) until every expected id was seen; returns id → times received."""
     seen: dict[str, int] = {}
+    lock = threading.Lock()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not expected <= set(seen):
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        entries = []
-        for m in msgs.get("Messages", []):
-            event_id = json.loads(m["Body"])["id"]
-            seen[event_id] = seen.get(event_id, 0) + 1
-            entries.append({"Id": str(len(entries)), "ReceiptHandle": m["ReceiptHandle"]})
-        if entries:
-            sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+
+    def receiver() -> None:
+        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.url,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        while time.monotonic() < deadline:
+            with lock:
+                if expected <= set(seen):
+                    return
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            entries = []
+            for m in msgs.get("Messages", []):
+                event_id = json.loads(m["Body"])["id"]
+                with lock:
+                    seen[event_id] = seen.get(event_id, 0) + 1
+                entries.append({"Id": str(len(entries)), "ReceiptHandle": m["ReceiptHandle"]})
+            if entries:
+                sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+
+    threads = [threading.Thread(target=receiver) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return seen
 
 
