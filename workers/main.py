@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dramatiq
 
 from config.logging import configure_logging
@@ -31,6 +33,12 @@ def setup(settings: Settings | None = None) -> Runtime:
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     runtime = build_runtime(settings)
+    if os.environ.get("dramatiq_prom_port"):
+        # Dramatiq's own exporter (a forked HTTP server on dramatiq_prom_host:port): messages,
+        # errors, retries, in progress and durations per actor for this pool.
+        from dramatiq.middleware.prometheus import Prometheus
+
+        runtime.broker.add_middleware(Prometheus())
     dramatiq.set_broker(runtime.broker)
     declare_actors(runtime)
     return runtime
