@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -18,7 +19,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from delivery.sender import Destination, SendResult
+from delivery.sender import Destination, OutgoingMessage, SendResult
 
 # botocore's DEBUG output carries request headers (the access key id among them): never let
 # it reach our logs, whatever LOG_LEVEL says.
@@ -92,3 +93,22 @@ def classify(exc: Exception) -> SendResult:
                           transient=True)
     return SendResult(False, error_code=type(exc).__name__, error_message="unexpected error",
                       transient=True)
+
+
+def message_kwargs(destination: Destination, message: OutgoingMessage) -> dict[str, Any]:
+    """What SQS SendMessage and SNS Publish share: string attributes and the FIFO ids."""
+    kwargs: dict[str, Any] = {"MessageAttributes": {
+        k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()}}
+    if destination.fifo:
+        kwargs["MessageGroupId"] = message.group_id
+        kwargs["MessageDeduplicationId"] = message.deduplication_id
+    return kwargs
+
+
+def call(send: Callable[..., dict[str, Any]], **kwargs: Any) -> SendResult:
+    """Run one boto3 send; every failure becomes a classified SendResult."""
+    try:
+        response = send(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - classified, never raised
+        return classify(exc)
+    return SendResult(True, message_id=response.get("MessageId"))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from delivery.sender import Destination, OutgoingMessage, Sender, SendResult
-from delivery.senders.aws import ClientCache, classify
+from delivery.senders.aws import ClientCache, call, message_kwargs
 
 
 class SnsSender(Sender):
@@ -13,18 +11,6 @@ class SnsSender(Sender):
         self.clients = clients or ClientCache()
 
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
-        kwargs: dict[str, Any] = {
-            "TopicArn": destination.target,
-            "Message": message.body,
-            "MessageAttributes": {
-                k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items()
-            },
-        }
-        if destination.fifo:
-            kwargs["MessageGroupId"] = message.group_id
-            kwargs["MessageDeduplicationId"] = message.deduplication_id
-        try:
-            response = self.clients.get("sns", destination).publish(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - classified, never raised
-            return classify(exc)
-        return SendResult(True, message_id=response.get("MessageId"))
+        client = self.clients.get("sns", destination)
+        return call(client.publish, TopicArn=destination.target, Message=message.body,
+                    **message_kwargs(destination, message))
