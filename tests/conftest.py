@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import uuid
@@ -183,3 +184,54 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- the whole suite's logs never carry a secret ---------------------------------------------
+
+KNOWN_SECRETS = {SECRET, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETzz", "SG.test-key", "SG.e2e-key",
+                 "SG.chaos"}
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage() + " " + " ".join(
+                str(v) for k, v in record.__dict__.items() if k not in ("msg", "args"))
+        except Exception:  # noqa: BLE001 - a record that cannot render cannot leak either
+            return
+        for secret in KNOWN_SECRETS | _client_secrets:
+            if secret in text:
+                self.leaks.append(f"{record.name}: {text[:200]}")
+
+
+_client_secrets: set[str] = set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """Every log record of the suite (any level) is scanned for the secrets the tests use,
+    including every client secret minted by store.auth.create_tenant."""
+    import store.auth
+
+    original = store.auth._new_client
+
+    def remembering(*args: Any, **kwargs: Any) -> Any:
+        creds = original(*args, **kwargs)
+        _client_secrets.add(creds.client_secret)
+        return creds
+
+    store.auth._new_client = remembering
+    recorder = _Recorder()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(min(level, logging.INFO))  # INFO and up reach the scan from every logger
+    root.addHandler(recorder)
+    yield
+    root.removeHandler(recorder)
+    root.setLevel(level)
+    store.auth._new_client = original
+    assert not recorder.leaks, recorder.leaks[:5]
