@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import dramatiq
+import dramatiq.errors
+import redis
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,8 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors that go away by themselves (database down, connection lost)."""
-    if isinstance(exc, OperationalError | PoolTimeout):
+    """True for errors that go away by themselves: the database or the broker unreachable.
+
+    A broker error matters after the commit: the events are stored but their deliveries were
+    not enqueued; the retried message finds them still unattempted and enqueues them.
+    """
+    if isinstance(exc, OperationalError | PoolTimeout | redis.ConnectionError | redis.TimeoutError
+                  | dramatiq.errors.ConnectionError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
