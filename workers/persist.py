@@ -29,7 +29,7 @@ def is_transient(exc: BaseException) -> bool:
     not enqueued; the retried message finds them still unattempted and enqueues them.
     """
     if isinstance(exc, OperationalError | PoolTimeout | redis.ConnectionError | redis.TimeoutError
-                  | dramatiq.errors.ConnectionError):
+                  | dramatiq.errors.BrokerConnectionError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
