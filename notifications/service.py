@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 
 RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0)
 MAX_ATTEMPTS = 8
+LEASE = timedelta(minutes=5)
+
+
+class RunBusy(Exception):
+    """Another worker holds the run's lease: try again later (Dramatiq retries this)."""
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _lock_run(session: Session, run_id: int) -> JobRun | None:
@@ -64,7 +75,13 @@ def run_notifications(
         run.error = "job deleted or inactive"
         session.commit()
         return "cancelled"
+    now = datetime.now(UTC)
+    lease = _aware(run.lease_until)
+    if run.status == "running" and lease is not None and lease > now:
+        session.rollback()
+        raise RunBusy(f"run {run_id} is being carried out by another worker")
     run.status = "running"
+    run.lease_until = now + LEASE
     run.attempts += 1
     planned, skipped = plan(session, job)
     done = set(session.execute(select(RunRecipient.customer_id).where(
@@ -82,6 +99,7 @@ def run_notifications(
         run = _lock_run(session, run_id)
         assert run is not None
         now = datetime.now(UTC)
+        run.lease_until = now + LEASE
         if result.ok:
             for p in chunk:
                 session.add(RunRecipient(run_id=run.id, customer_id=p.customer_id, email=p.email,
@@ -95,6 +113,7 @@ def run_notifications(
             base = RETRY_SCHEDULE[min(run.attempts, len(RETRY_SCHEDULE)) - 1]
             delay = max(base * random.uniform(0.8, 1.2), result.retry_after or 0.0)
             run.status = "retrying"
+            run.lease_until = None
             run.error = (result.error or "")[:1024]
             schedule_retry(delay)
             session.commit()
@@ -111,5 +130,6 @@ def run_notifications(
     assert run is not None
     run.status = "done" if run.failed == 0 or run.sent > 0 else "failed"
     run.finished_at = datetime.now(UTC)
+    run.lease_until = None
     session.commit()
     return run.status

@@ -222,6 +222,8 @@ class JobRun(Base):
     skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(String(1024))
+    # While a notify worker carries the run out; another message for the run waits for it.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("job_pk", "fire_time", name="uq_job_runs_slot"),

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.dispatch import enqueue_runs
 from broker.queues import NOTIFY_ACTOR, NOTIFY_QUEUE
 from notifications.mailer import Mailer
-from notifications.service import run_notifications
+from notifications.service import RunBusy, run_notifications
 from workers.persist import is_transient
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def declare_notify_actor(broker: dramatiq.Broker, sessions: sessionmaker[Session
         log.info("job run %s: %s", run_id, status)
 
     def retry_when(retries: int, exc: BaseException) -> bool:
-        return retries < 1000 and is_transient(exc)
+        # RunBusy: a duplicate message for a run another worker is sending; wait for it.
+        return retries < 1000 and (is_transient(exc) or isinstance(exc, RunBusy))
 
     return dramatiq.actor(
         send_notifications, actor_name=NOTIFY_ACTOR, queue_name=NOTIFY_QUEUE, broker=broker,

@@ -628,3 +628,35 @@ def test_a_concurrent_commit_after_a_successful_send_does_not_mail_twice(acme: C
     # Then each customer was mailed once
     assert fired
     assert mailed(mailer) == [["c-1", "c-2"]]
+
+
+def test_a_second_message_for_a_run_in_progress_waits_and_never_mails_twice(acme: Caller) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from notifications.service import RunBusy
+
+    mailer = StubMailer()
+    post_events(acme, wishlist("w-1", customer("c-1"), [item("p-1")]))
+    create_job(acme, id="job-lease")
+    run_id = new_run(acme, "job-lease")
+    # Given another worker holds the run (a duplicate message, e.g. two schedulers re-sent it)
+    with runtime_of(acme.client.application).sessions() as session:
+        run = session.get(JobRun, run_id)
+        assert run is not None
+        run.status, run.lease_until = "running", datetime.now(UTC) + timedelta(minutes=1)
+        session.commit()
+    # When the duplicate is processed, Then it steps back (to be retried) and mails nothing
+    with pytest.raises(RunBusy):
+        carry_out(acme, run_id, mailer)
+    assert mailer.requests == []
+    # And once the holder's lease has run out (it died), a retry takes the run over
+    with runtime_of(acme.client.application).sessions() as session:
+        run = session.get(JobRun, run_id)
+        assert run is not None
+        run.lease_until = datetime.now(UTC) - timedelta(seconds=1)
+        session.commit()
+    assert carry_out(acme, run_id, mailer) == "done"
+    assert [[r.customer_id for r in rs] for _, rs, _ in mailer.requests] == [["c-1"]]
+    assert carry_out(acme, run_id, mailer) == "done"
+    assert len(mailer.requests) == 1
+    assert run_row(acme, run_id).lease_until is None
