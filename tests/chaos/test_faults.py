@@ -22,6 +22,7 @@ import requests
 from tests.integration.aws import FaultProxy, MotoServer
 
 from .conftest import (
+    FULL,
     SCALE,
     Ledger,
     create_tenant,
@@ -32,7 +33,7 @@ from .conftest import (
 )
 from .servers import PrivatePostgres, PrivateRedis
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(3600 if FULL else 600)]
 
 RESULTS: dict[str, Any] = {}
 
