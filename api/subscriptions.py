@@ -15,6 +15,7 @@ from api.security import require
 from broker.dispatch import enqueue_deliveries
 from delivery.service import build_message, destination_of
 from store.crypto import SecretsUnavailable
+from store.db import begin_write
 from store.deliveries import list_attempts, replay_deliveries
 from store.domain import format_time, new_event_id
 from store.models import Delivery
@@ -157,6 +158,7 @@ def get_one(sub_id: str) -> Response:
 def deactivate(sub_id: str) -> Response:
     _check_id(sub_id)
     with _runtime().sessions() as session:
+        begin_write(session)
         sub = get_subscription(session, g.principal.tenant, sub_id)
         if sub is None:
             raise _not_found()
@@ -222,6 +224,7 @@ def replay(sub_id: str) -> Response:
                        validation_details(exc)) from None
     runtime = _runtime()
     with runtime.sessions() as session:
+        begin_write(session)
         sub = get_subscription(session, g.principal.tenant, sub_id)
         if sub is None:
             raise _not_found()

@@ -126,6 +126,7 @@ def run_notifications(
         run.failed += len(chunk)
         run.error = (result.error or "")[:1024]
         session.commit()
+    begin_write(session)
     run = _lock_run(session, run_id)
     assert run is not None
     run.status = "done" if run.failed == 0 or run.sent > 0 else "failed"
