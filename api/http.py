@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -56,6 +56,18 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     if headers:
         response.headers.update(headers)
     return response
+
+
+def json_body(limit: int = 64 * 1024) -> Any:
+    """The request's JSON body (resource routes: subscriptions, jobs); 415/413/400 otherwise."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    request.max_content_length = limit
+    try:
+        return orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
 
 
 def error_response(

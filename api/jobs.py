@@ -8,9 +8,8 @@ from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.events import VALID_ID, parse_query
-from api.http import ApiError, json_response, validation_details
+from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
-from api.subscriptions import _json_body
 from broker.dispatch import enqueue_runs
 from store.jobs import (
     JobError,
@@ -65,7 +64,7 @@ def _domain(exc: JobError) -> ApiError:
 @bp.post(BASE)
 @require("jobs")
 def create() -> Response:
-    data = _parse(_json_body())
+    data = _parse(json_body())
     with _runtime().sessions() as session:
         try:
             job = create_job(session, g.principal.tenant, data)
@@ -79,7 +78,7 @@ def create() -> Response:
 @require("jobs")
 def update(job_id: str) -> Response:
     _check_id(job_id)
-    data = _parse(_json_body())
+    data = _parse(json_body())
     if data.id is not None and data.id != job_id:
         raise ApiError(400, "id_mismatch", "a job's id cannot change",
                        [{"field": "id", "message": "must equal the path id", "type": "mismatch"}])

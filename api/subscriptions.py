@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from api.events import VALID_ID, Moment, parse_query
-from api.http import ApiError, json_response, validation_details
+from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
 from broker.dispatch import enqueue_deliveries
 from delivery.service import build_message, destination_of
@@ -41,17 +40,6 @@ def _runtime() -> Any:
     return current_app.extensions["ec.runtime"]
 
 
-def _json_body() -> Any:
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    request.max_content_length = 64 * 1024
-    try:
-        return orjson.loads(request.get_data(cache=False))
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
-
-
 def _parse_subscription(body: Any) -> SubscriptionIn:
     context = {"sqs_endpoint": _runtime().settings.aws_endpoint_sqs}
     try:
@@ -79,7 +67,7 @@ def _not_found() -> ApiError:
 @bp.post(BASE)
 @require("subscriptions")
 def create() -> Response:
-    data = _parse_subscription(_json_body())
+    data = _parse_subscription(json_body())
     with _runtime().sessions() as session:
         try:
             sub = create_subscription(session, g.principal.tenant, data, _runtime().box)
@@ -107,7 +95,7 @@ def _update(sub_id: str, body: Any) -> Response:
 @bp.put(BASE)
 @require("subscriptions")
 def update_by_body() -> Response:
-    body = _json_body()
+    body = json_body()
     sub_id = body.get("id") if isinstance(body, dict) else None
     if sub_id is None:
         raise ApiError(400, "invalid_subscription", "the body must carry the subscription's id",
@@ -123,7 +111,7 @@ def update_by_body() -> Response:
 @require("subscriptions")
 def update_by_path(sub_id: str) -> Response:
     _check_id(sub_id)
-    return _update(sub_id, _json_body())
+    return _update(sub_id, json_body())
 
 
 class ListParams(BaseModel):
@@ -218,7 +206,7 @@ class ReplayIn(BaseModel):
 def replay(sub_id: str) -> Response:
     _check_id(sub_id)
     try:
-        window = ReplayIn.model_validate(_json_body())
+        window = ReplayIn.model_validate(json_body())
     except ValidationError as exc:
         raise ApiError(400, "invalid_replay", "send {\"since\": ..., \"until\": ...} (RFC 3339)",
                        validation_details(exc)) from None
