@@ -16,6 +16,8 @@ import pytest
 
 from config.settings import Settings
 
+pytest_plugins = ["pytester"]  # tests/unit/test_secret_scan.py runs the scan on a planted leak
+
 SECRET = "test-signing-secret-" + "x" * 32
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("EC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -186,16 +188,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# --- the whole suite's logs never carry a secret ---------------------------------------------
+# --- the whole suite's logs and responses never carry a secret -------------------------------
+#
+# A "secret" is one of KNOWN_SECRETS (the token signing key, the subscription AWS secret key, the
+# SendGrid keys) or a client secret minted by store.auth.create_tenant in this process. Access
+# tokens are not secrets in this sense: the token endpoint returns them by design.
 
 KNOWN_SECRETS = {SECRET, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETzz", "SG.test-key", "SG.e2e-key",
                  "SG.chaos"}
+
+_client_secrets: set[str] = set()
+# Every leak found in this session, in order; a test fails for the leaks found while it ran.
+_leaks: list[str] = []
+_failed_for: set[int] = set()  # indexes in _leaks a test has already failed for
+_LEAK_MARK = pytest.StashKey[int]()
+
+
+def _hint(secret: str) -> str:
+    """How a leak report names a secret without printing it."""
+    return f"{secret[:4]}…({len(secret)} chars)"
+
+
+def secrets_in(text: str) -> list[str]:
+    """The secrets found in ``text`` (also JSON-escaped or URL-encoded), as hints."""
+    from urllib.parse import unquote_plus
+
+    variants = {text, text.replace("\\/", "/"), unquote_plus(text)}
+    return [_hint(s) for s in sorted(KNOWN_SECRETS | _client_secrets)
+            if any(s in v for v in variants)]
+
+
+def scan_response(where: str, headers: Any, body: bytes) -> list[str]:
+    """Leak reports for an HTTP response's headers (name, value pairs) and body."""
+    found = [f"{where}: header {name}: {hint}" for name, value in headers
+             for hint in secrets_in(f"{name}: {value}")]
+    found += [f"{where}: body: {hint}" for hint in secrets_in(body.decode("utf-8", "replace"))]
+    return found
+
+
+def _mask(text: str) -> str:
+    for secret in KNOWN_SECRETS | _client_secrets:
+        text = text.replace(secret, _hint(secret))
+    return text
 
 
 class _Recorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
-        self.leaks: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -203,18 +242,47 @@ class _Recorder(logging.Handler):
                 str(v) for k, v in record.__dict__.items() if k not in ("msg", "args"))
         except Exception:  # noqa: BLE001 - a record that cannot render cannot leak either
             return
-        for secret in KNOWN_SECRETS | _client_secrets:
-            if secret in text:
-                self.leaks.append(f"{record.name}: {text[:200]}")
+        if secrets_in(text):
+            _leaks.append(f"log record {record.name}: {_mask(text[:200])}")
 
 
-_client_secrets: set[str] = set()
+def _scanning_werkzeug_open(original: Any) -> Any:
+    """werkzeug's test Client.open (Flask's test_client and Schemathesis's WSGI calls), scanned."""
+
+    def open(self: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: A001 - the method's name
+        response = original(self, *args, **kwargs)
+        request = getattr(response, "request", None)
+        where = f"response to {request.method} {request.path}" if request is not None \
+            else "response"
+        _leaks.extend(scan_response(where, response.headers.items(), response.get_data()))
+        return response
+
+    return open
+
+
+def _scanning_requests_send(original: Any) -> Any:
+    """requests' Session.send (integration tests talking to real processes), scanned."""
+
+    def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        response = original(self, request, **kwargs)
+        body = b"" if kwargs.get("stream") else (response.content or b"")
+        where = f"response to {request.method} {request.url}"
+        _leaks.extend(scan_response(where, response.headers.items(), body))
+        return response
+
+    return send
 
 
 @pytest.fixture(autouse=True, scope="session")
-def no_secret_in_any_log_line() -> Iterator[None]:
-    """Every log record of the suite (any level) is scanned for the secrets the tests use,
-    including every client secret minted by store.auth.create_tenant."""
+def no_secret_in_any_log_line_or_response() -> Iterator[None]:
+    """Every log record of the suite (any level) and every HTTP response a test receives (Flask
+    and werkzeug test clients, requests) is scanned for the secrets the tests use, including
+    every client secret minted by store.auth.create_tenant. A test fails for what leaked while
+    it ran, setup included (pytest_runtest_call below); the session fails for a leak no test
+    failed for (a teardown's, say)."""
+    import requests
+    import werkzeug.test
+
     import store.auth
 
     original = store.auth._new_client
@@ -225,6 +293,10 @@ def no_secret_in_any_log_line() -> Iterator[None]:
         return creds
 
     store.auth._new_client = remembering
+    werkzeug_open = werkzeug.test.Client.open
+    requests_send = requests.Session.send
+    werkzeug.test.Client.open = _scanning_werkzeug_open(werkzeug_open)  # type: ignore[method-assign]
+    requests.Session.send = _scanning_requests_send(requests_send)  # type: ignore[method-assign]
     recorder = _Recorder()
     root = logging.getLogger()
     level = root.level
@@ -233,5 +305,25 @@ def no_secret_in_any_log_line() -> Iterator[None]:
     yield
     root.removeHandler(recorder)
     root.setLevel(level)
+    werkzeug.test.Client.open = werkzeug_open  # type: ignore[method-assign]
+    requests.Session.send = requests_send  # type: ignore[method-assign]
     store.auth._new_client = original
-    assert not recorder.leaks, recorder.leaks[:5]
+    unattributed = [leak for i, leak in enumerate(_leaks) if i not in _failed_for]
+    assert not unattributed, unattributed[:5]  # e.g. from a fixture's teardown
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_LEAK_MARK] = len(_leaks)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    start = item.stash.get(_LEAK_MARK, 0)
+    leaked = _leaks[start:]
+    if leaked:
+        _failed_for.update(range(start, start + len(leaked)))
+        pytest.fail(f"{len(leaked)} secret leak(s) in this test's logs or responses:\n"
+                    + "\n".join(leaked[:10]), pytrace=False)
+    return result

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import dramatiq
 
 from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
-from config.settings import Settings, load_settings
+from config.settings import ConfigError, Settings, load_settings
 from workers.deliver import declare_deliver_actor
 from workers.notify import declare_notify_actor
 from workers.persist import declare_persist_actor
@@ -28,14 +29,31 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
     return {a.actor_name: a for a in (persist, deliver, notify)}
 
 
+def metrics_port(env: Mapping[str, str]) -> int | None:
+    """The pool's exporter port from ``dramatiq_prom_port``; None when unset, empty or 0 (off)."""
+    raw = env.get("dramatiq_prom_port", "").strip()
+    if raw in ("", "0"):
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"dramatiq_prom_port must be a port number, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"dramatiq_prom_port must be between 1 and 65535, got {port}")
+    return port
+
+
 def setup(settings: Settings | None = None) -> Runtime:
     """Called by the dramatiq CLI in each worker process: build the runtime, set the broker."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+    port = metrics_port(os.environ)
     runtime = build_runtime(settings)
-    if os.environ.get("dramatiq_prom_port"):
+    if port is not None:
         # Dramatiq's own exporter (a forked HTTP server on dramatiq_prom_host:port): messages,
-        # errors, retries, in progress and durations per actor for this pool.
+        # errors, retries, dead letters, in progress and durations per actor for this pool. The
+        # pool's processes share the multiprocess directory dramatiq_prom_db (the Procfile gives
+        # each run of a pool its own), which the exporter sums.
         from dramatiq.middleware.prometheus import Prometheus
 
         runtime.broker.add_middleware(Prometheus())

@@ -15,6 +15,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The Procfile gives each worker pool a fixed default metrics port (9191-9193); test processes
+# run with their exporter off unless a test sets a port (a free one), so that concurrent stacks
+# and a developer's local run never compete for those ports.
+METRICS_OFF = {"PERSIST_METRICS_PORT": "0", "DELIVER_METRICS_PORT": "0", "NOTIFY_METRICS_PORT": "0"}
 
 
 def procfile_command(name: str) -> str:
@@ -31,7 +35,8 @@ class Proc:
     def __init__(self, name: str, command: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        full_env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+        full_env = {**METRICS_OFF, **os.environ, **env,
+                    "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.popen = subprocess.Popen(
             ["bash", "-c", f"exec {command}"], cwd=ROOT, env=full_env, stdout=self._log,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import dramatiq
 import pytest
+import requests
 
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from cli.main import main as cli
 from config.runtime import build_runtime
 from tests.conftest import SECRET, make_settings
+from tests.integration.procs import Proc, procfile_command
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +87,77 @@ def test_metrics_report_requests_ingest_outcomes_and_queue_depth(
     assert 'ec_dead_letters{queue="persist"}' in text
     assert 'ec_http_requests_total{method="POST",route="/api/v1/events",status="201"}' in text
     runtime.close()
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    """The sum of the samples called ``name`` whose labels include ``labels`` (None if none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+              if s.name == name and labels.items() <= s.labels.items()]
+    return sum(values) if values else None
+
+
+def test_persist_pool_from_the_procfile_exports_dramatiq_metrics_per_actor(
+        pg_url: str, redis_url: str, tmp_path: Path) -> None:
+    from api.app import create_app
+    from store.auth import create_tenant, tenant_exists
+    from tests.conftest import Caller, free_port, mint, order_event
+
+    # Given the Procfile's persist pool, two processes, with its metrics port set
+    port = free_port()
+    env = {"DATABASE_URL": pg_url.replace("postgresql+psycopg://", "postgres://"),
+           "REDIS_URL": redis_url, "EC_TOKEN_SECRET": SECRET, "PERSIST_PROCESSES": "2",
+           "PERSIST_THREADS": "2", "PERSIST_METRICS_PORT": str(port),
+           "dramatiq_prom_host": "127.0.0.1", "TMPDIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+    persist = Proc("persist", procfile_command("persist"), env, tmp_path)
+    runtime = build_runtime(make_settings(pg_url, redis_url))
+    try:
+        with runtime.sessions() as session:
+            if not tenant_exists(session, "prom-t"):
+                create_tenant(session, "prom-t")
+        app = create_app(runtime=runtime)
+        caller = Caller(app.test_client(), "prom-t", mint("prom-t"))
+        # When 12 events are posted and one message with data the actor cannot take is enqueued
+        for i in range(12):
+            assert caller.post_event(order_event(id=f"prom-{i}")).status_code == 201
+        runtime.broker.enqueue(dramatiq.Message(
+            queue_name=PERSIST_QUEUE, actor_name=PERSIST_ACTOR,
+            args=("prom-t", [{"no": "id"}]), kwargs={}, options={}))
+        # Then the pool's exporter, scraped over HTTP, counts all 13 messages for the persist
+        # actor (summed over both processes), the error and the dead letter
+        url = f"http://127.0.0.1:{port}/metrics"
+        labels = {"queue_name": PERSIST_QUEUE, "actor_name": PERSIST_ACTOR}
+        text, total = "", None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and total != 13:
+            assert persist.alive(), persist.log()
+            try:
+                text = requests.get(url, timeout=2).text
+            except requests.RequestException:
+                text = ""
+            total = _sample(text, "dramatiq_messages_total", **labels) if text else None
+            time.sleep(0.3)
+        assert total == 13, (text[-2000:], persist.log()[-3000:])
+        assert _sample(text, "dramatiq_message_errors_total", **labels) == 1
+        assert _sample(text, "dramatiq_message_rejects_total", **labels) == 1
+        assert _sample(text, "dramatiq_message_duration_milliseconds_count", **labels) == 13
+        assert _sample(text, "dramatiq_messages_inprogress", **labels) == 0
+        # And only this pool's queue is in it (each run of a pool has its own metrics directory)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        queues = {s.labels.get("queue_name") for f in text_string_to_metric_families(text)
+                  for s in f.samples if s.name.startswith("dramatiq_")}
+        assert queues == {PERSIST_QUEUE}
+        assert [p.name for p in tmp_path.glob("ec-dramatiq-persist-*")] == [
+            f"ec-dramatiq-persist-{persist.popen.pid}"]
+        # And the web's /metrics shows the queue drained and the dead letter
+        resp = caller.client.get("/metrics")
+        body = resp.get_data(as_text=True)
+        assert _sample(body, "ec_queue_depth", queue=PERSIST_QUEUE) == 0
+        assert _sample(body, "ec_dead_letters", queue=PERSIST_QUEUE) == 1
+        assert _sample(body, "ec_dead_letters", queue="deliveries") == 0
+        assert persist.alive()
+    finally:
+        assert persist.stop() is not None
+        runtime.close()

@@ -141,3 +141,50 @@ def test_an_explicit_secret_is_used_and_no_file_is_written(tmp_path: Path) -> No
     # Then that secret is used and no secret file appears
     assert settings.token_secret == GOOD_SECRET
     assert not (tmp_path / "data" / "token_secret").exists()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({}, None), ({"dramatiq_prom_port": ""}, None), ({"dramatiq_prom_port": "0"}, None),
+    ({"dramatiq_prom_port": "9191"}, 9191), ({"dramatiq_prom_port": " 9300 "}, 9300)])
+def test_worker_metrics_port_is_read_and_zero_turns_it_off(raw: dict[str, str],
+                                                           expected: int | None) -> None:
+    from workers.main import metrics_port
+
+    assert metrics_port(raw) == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "70000", "-1"])
+def test_a_bad_worker_metrics_port_is_named_in_the_error(value: str) -> None:
+    from workers.main import metrics_port
+
+    with pytest.raises(ConfigError, match="dramatiq_prom_port"):
+        metrics_port({"dramatiq_prom_port": value})
+
+
+def _procfile_env(pool: str, **env: str) -> dict[str, str]:
+    """The variables the Procfile's ``pool`` command hands to dramatiq, expanded by bash."""
+    import subprocess
+
+    from tests.integration.procs import procfile_command
+
+    command = procfile_command(pool)
+    assert command.startswith("env ")
+    out = subprocess.run(["bash", "-c", "printf '%s\\n' " + command[len("env "):]],
+                         env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("dramatiq_"))
+
+
+def test_each_worker_pool_has_its_own_default_metrics_port_and_directory() -> None:
+    # Given the Procfile's three pools, with no metrics variables set
+    pools = {pool: _procfile_env(pool) for pool in ("persist", "deliver", "notify")}
+    # Then each pool's exporter has its own port, and each run its own multiprocess directory
+    assert {p: e["dramatiq_prom_port"] for p, e in pools.items()} == {
+        "persist": "9191", "deliver": "9192", "notify": "9193"}
+    for pool, env in pools.items():
+        assert env["dramatiq_prom_db"].startswith(f"/tmp/ec-dramatiq-{pool}-")
+    # And a pool's own variable moves its port (0 turns the exporter off), TMPDIR its directory
+    moved = _procfile_env("deliver", DELIVER_METRICS_PORT="9400", PERSIST_METRICS_PORT="1",
+                          TMPDIR="/var/x")
+    assert moved["dramatiq_prom_port"] == "9400"
+    assert moved["dramatiq_prom_db"].startswith("/var/x/ec-dramatiq-deliver-")
