@@ -170,7 +170,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     scheduler = threading.Thread(
         target=run_forever, name="scheduler", daemon=True,
         kwargs={"sessions": runtime.sessions, "broker": runtime.broker,
-                "interval": settings.scheduler_tick_seconds, "stop": stop_scheduler})
+                "interval": settings.scheduler_tick_seconds, "stop": stop_scheduler,
+                "sweep_after": settings.delivery_sweep_after_seconds})
     scheduler.start()
     mail_note = ("SendGrid" if settings.sendgrid_api_key else
                  "no SENDGRID_API_KEY: e-mails are written to this log instead")

@@ -67,6 +67,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             # is every 1,000th, which can leave them waiting for minutes on a quiet queue).
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
             maintenance_chance=settings.broker_maintenance_chance,
+            idle_poll_ms=settings.broker_idle_poll_ms,
             socket_timeout=5,
             socket_connect_timeout=5,
         )

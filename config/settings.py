@@ -47,6 +47,12 @@ class Settings:
             a tenant's own limits (``eventcollector tenant limits``) win.
         broker_heartbeat_timeout_ms / broker_maintenance_chance: how soon a killed worker's
             unacknowledged messages are given to another (Dramatiq RedisBroker settings).
+        delivery_sweep_after_seconds: the scheduler re-enqueues a pending delivery overdue by
+            this long (its message was lost: an enqueue after a commit failed).
+        deliver_linger_ms: how long a deliver thread waits for more deliveries to send in the
+            same batch call (up to ten) when it has fewer.
+        broker_idle_poll_ms: the longest a pool's consumer sleeps after finding its queue empty
+            (Dramatiq backs off up to 1 s; a lower cap keeps latency low on a quiet queue).
         scheduler_resend_after_seconds: a run committed but never enqueued (the scheduler died
             in between) is enqueued by another tick after this long.
     """
@@ -77,6 +83,9 @@ class Settings:
     rate_limit_burst: int = 2000
     broker_heartbeat_timeout_ms: int = 15_000
     broker_maintenance_chance: int = 20_000
+    broker_idle_poll_ms: int = 50
+    deliver_linger_ms: int = 20
+    delivery_sweep_after_seconds: int = 600
     scheduler_resend_after_seconds: float = 30.0
 
     @property
@@ -247,5 +256,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         broker_heartbeat_timeout_ms=_int(env, "EC_BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, 1000,
                                          3_600_000),
         broker_maintenance_chance=_int(env, "EC_BROKER_MAINTENANCE_CHANCE", 20_000, 1, 1_000_000),
+        broker_idle_poll_ms=_int(env, "EC_BROKER_IDLE_POLL_MS", 50, 5, 5000),
+        deliver_linger_ms=_int(env, "EC_DELIVER_LINGER_MS", 20, 0, 1000),
+        delivery_sweep_after_seconds=_int(env, "EC_DELIVERY_SWEEP_AFTER_SECONDS", 600, 10,
+                                          7 * 86400),
         scheduler_resend_after_seconds=_int(env, "EC_SCHEDULER_RESEND_AFTER_SECONDS", 30, 1, 3600),
     )

@@ -41,9 +41,19 @@ class SendResult:
     retry_after: float | None = None
 
 
+# SQS SendMessageBatch and SNS PublishBatch take at most ten entries.
+MAX_BATCH = 10
+
+
 class Sender(abc.ABC):
-    """Sends one message to one destination; never raises for the destination's errors."""
+    """Sends messages to one destination; never raises for the destination's errors."""
 
     @abc.abstractmethod
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
         """Send ``message``; classify any failure into the result."""
+
+    def send_batch(self, destination: Destination,
+                   messages: list[OutgoingMessage]) -> list[SendResult]:
+        """Send up to ``MAX_BATCH`` messages; one result per message, in order. This default
+        sends them one by one; a sender with a batch call overrides it."""
+        return [self.send(destination, m) for m in messages]

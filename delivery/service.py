@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from delivery.sender import Destination, OutgoingMessage, Sender, SendResult
 from store.crypto import SecretBox, SecretsUnavailable
 from store.db import begin_write
-from store.deliveries import lock_delivery, record_attempt
-from store.events import get_event, to_document
+from store.deliveries import lock_deliveries, record_attempt
+from store.events import get_events, to_document
 from store.models import Delivery, Subscription
 from store.subscriptions import deactivate_subscription, get_subscription
 
@@ -93,37 +93,88 @@ def attempt_delivery(
     policy: RetryPolicy,
     schedule_retry: Callable[[float], None],
 ) -> str:
-    """Try delivery ``delivery_id`` once and commit the outcome; return its new status.
+    """Try delivery ``delivery_id`` once and commit the outcome; return its new status."""
+    statuses = attempt_deliveries(session, [delivery_id], senders=senders, box=box, policy=policy,
+                                  schedule_retry=lambda _ids, seconds: schedule_retry(seconds))
+    return statuses[delivery_id]
 
-    ``schedule_retry(seconds)`` is called before the commit when another attempt is due, so a
-    crash between the two re-sends rather than forgets.
+
+def attempt_deliveries(
+    session: Session,
+    delivery_ids: list[int],
+    *,
+    senders: Mapping[str, Sender],
+    box: SecretBox,
+    policy: RetryPolicy,
+    schedule_retry: Callable[[list[int], float], None],
+) -> dict[int, str]:
+    """Try each delivery once (one batch call per subscription) and commit; return id → status.
+
+    The rows stay locked from the check to the commit, so two messages for one delivery never
+    send it twice at once. ``schedule_retry(ids, seconds)`` is called before the commit when
+    another attempt is due, so a crash between the two re-sends rather than forgets. A message
+    that arrives before the delivery's next attempt is due (a stale duplicate: a later message
+    owns it) is ignored.
     """
     begin_write(session)
-    delivery = lock_delivery(session, delivery_id)
-    if delivery is None or delivery.status != "pending":
-        session.rollback()
-        return delivery.status if delivery else "missing"
-    sub = get_subscription(session, delivery.tenant, delivery.subscription_id)
-    row = get_event(session, delivery.tenant, delivery.event_id)
-    if sub is None or not sub.active or row is None:
-        delivery.status = "cancelled"
-        delivery.last_error = ("subscription inactive" if sub is not None and row is not None
-                               else "subscription or event gone")
-        session.commit()
-        return delivery.status
-
     now = datetime.now(UTC)
-    try:
-        destination = destination_of(sub, box)
-        message = build_message(delivery.tenant, to_document(row), delivery)
+    statuses: dict[int, str] = {i: "missing" for i in delivery_ids}
+    groups: dict[tuple[str, str], list[Delivery]] = {}
+    for delivery in lock_deliveries(session, delivery_ids):
+        due_at = _aware(delivery.next_attempt_at)
+        if delivery.status != "pending":
+            statuses[delivery.id] = delivery.status
+        elif due_at is not None and due_at > now + timedelta(seconds=1):
+            statuses[delivery.id] = "scheduled"
+        else:
+            groups.setdefault((delivery.tenant, delivery.subscription_id), []).append(delivery)
+    if not groups:
+        session.rollback()
+        return statuses
+    retrying: list[tuple[Delivery, SendResult]] = []
+    for (tenant, sub_id), deliveries in groups.items():
+        sub = get_subscription(session, tenant, sub_id)
+        rows = get_events(session, tenant, [d.event_id for d in deliveries])
+        sendable = []
+        for delivery in deliveries:
+            row = rows.get(delivery.event_id)
+            if sub is None or not sub.active or row is None:
+                delivery.status = "cancelled"
+                delivery.last_error = ("subscription inactive" if sub is not None and row is not None
+                                       else "subscription or event gone")
+                statuses[delivery.id] = "cancelled"
+            else:
+                sendable.append((delivery, row))
+        if not sendable or sub is None:
+            continue
         started = time.monotonic()
-        sender = senders[destination.kind]
-        result = sender.send(destination, message)
-    except SecretsUnavailable as exc:
-        started = time.monotonic()
-        result = SendResult(False, error_code="SecretUnavailable", error_message=str(exc))
-    latency_ms = int((time.monotonic() - started) * 1000)
+        try:
+            destination = destination_of(sub, box)
+            messages = [build_message(tenant, to_document(row), d) for d, row in sendable]
+            results = senders[destination.kind].send_batch(destination, messages)
+        except SecretsUnavailable as exc:
+            results = [SendResult(False, error_code="SecretUnavailable",
+                                  error_message=str(exc))] * len(sendable)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        for (delivery, _row), result in zip(sendable, results, strict=True):
+            status = _record_outcome(session, delivery, sub, result, now, latency_ms, policy)
+            statuses[delivery.id] = status
+            if status == "retrying":
+                retrying.append((delivery, result))
+    if retrying:
+        attempts = max(d.attempts for d, _ in retrying)
+        hint = max((r.retry_after or 0.0) for _, r in retrying) or None
+        delay = policy.delay(attempts, hint)
+        for delivery, _ in retrying:
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+        schedule_retry([d.id for d, _ in retrying], delay)
+    session.commit()
+    return statuses
 
+
+def _record_outcome(session: Session, delivery: Delivery, sub: Subscription, result: SendResult,
+                    now: datetime, latency_ms: int, policy: RetryPolicy) -> str:
+    """Apply one attempt's result to the delivery, its attempt log and its subscription."""
     delivery.attempts += 1
     delivery.first_attempt_at = delivery.first_attempt_at or now
     delivery.last_attempt_at = now
@@ -137,7 +188,6 @@ def attempt_delivery(
             sub.failing_since = None
         record_attempt(session, delivery, status="succeeded", at=now, latency_ms=latency_ms,
                        message_id=result.message_id)
-        session.commit()
         return "succeeded"
 
     error = f"{result.error_code}: {result.error_message or ''}".strip()
@@ -149,26 +199,22 @@ def attempt_delivery(
         if failing_for >= policy.failing_window:
             record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
                            error_code=result.error_code, error_message=result.error_message)
-            deactivate_subscription(
-                session, sub, f"deliveries failing for {int(failing_for)} s; last error: {error}", now)
+            if sub.active:
+                deactivate_subscription(
+                    session, sub, f"deliveries failing for {int(failing_for)} s; last error: "
+                    f"{error}", now)
             delivery.status = "cancelled"
             delivery.next_attempt_at = None
-            session.commit()
             return "cancelled"
-        delay = policy.delay(delivery.attempts, result.retry_after)
-        delivery.next_attempt_at = now + timedelta(seconds=delay)
         record_attempt(session, delivery, status="retrying", at=now, latency_ms=latency_ms,
                        error_code=result.error_code, error_message=result.error_message)
-        schedule_retry(delay)
-        session.commit()
         return "retrying"
 
     delivery.status = "failed"
     delivery.next_attempt_at = None
     record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
                    error_code=result.error_code, error_message=result.error_message)
-    if not result.transient:
+    if not result.transient and sub.active:
         deactivate_subscription(session, sub, f"permanent delivery error: {error}", now)
-    session.commit()
-    log.warning("delivery %s failed: %s", delivery_id, result.error_code)
+    log.warning("delivery %s failed: %s", delivery.id, result.error_code)
     return "failed"

@@ -37,7 +37,8 @@ def main() -> int:
                                         settings.scheduler_tick_seconds)
     try:
         run_forever(runtime.sessions, runtime.broker, interval=settings.scheduler_tick_seconds,
-                    stop=stop, resend_after=settings.scheduler_resend_after_seconds)
+                    stop=stop, resend_after=settings.scheduler_resend_after_seconds,
+                    sweep_after=settings.delivery_sweep_after_seconds)
     finally:
         runtime.close()
     return 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import enqueue_runs
+from broker.dispatch import enqueue_deliveries, enqueue_runs
+from store.deliveries import overdue_deliveries
 from store.jobs import mark_enqueued, tick
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,36 @@ def tick_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
     return runs
 
 
+def sweep_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
+               now: datetime | None = None, *, older_than: float = 600.0) -> int:
+    """Re-enqueue deliveries overdue by ``older_than`` seconds; return how many.
+
+    A copy of a message still in the queue is harmless: a delivery already sent, or not yet
+    due, is skipped by the deliver pool.
+    """
+    with sessions() as session:
+        ids = overdue_deliveries(session, now or datetime.now(UTC), older_than)
+    if ids:
+        enqueue_deliveries(broker, ids)
+        log.warning("re-enqueued %d overdue deliveries", len(ids))
+    return len(ids)
+
+
 def run_forever(sessions: sessionmaker[Session], broker: dramatiq.Broker, *,
-                interval: float, stop: threading.Event, resend_after: float = 30.0) -> None:
-    """Tick every ``interval`` seconds until ``stop`` is set; a failed tick is logged, not fatal."""
+                interval: float, stop: threading.Event, resend_after: float = 30.0,
+                sweep_every: float = 60.0, sweep_after: float = 600.0) -> None:
+    """Tick every ``interval`` seconds until ``stop`` is set, and sweep overdue deliveries every
+    ``sweep_every`` seconds; a failure is logged, not fatal."""
+    next_sweep = 0.0
     while not stop.is_set():
         try:
             tick_once(sessions, broker, resend_after=resend_after)
         except Exception:  # noqa: BLE001 - the next tick tries again
             log.exception("scheduler tick failed")
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + sweep_every
+            try:
+                sweep_once(sessions, broker, older_than=sweep_after)
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("delivery sweep failed")
         stop.wait(interval)

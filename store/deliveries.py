@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select
@@ -14,12 +14,27 @@ from store.models import Delivery, DeliveryAttempt, EventRecord, Subscription
 from store.subscriptions import OPERATION_FLAGS
 
 
-def lock_delivery(session: Session, delivery_id: int) -> Delivery | None:
-    """The delivery row, locked for this transaction on PostgreSQL (one sender at a time)."""
-    stmt = select(Delivery).where(Delivery.id == delivery_id)
+def lock_deliveries(session: Session, delivery_ids: list[int]) -> list[Delivery]:
+    """The delivery rows, locked in id order for this transaction on PostgreSQL."""
+    stmt = select(Delivery).where(Delivery.id.in_(delivery_ids)).order_by(Delivery.id)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    return session.execute(stmt).scalar_one_or_none()
+    return list(session.execute(stmt).scalars())
+
+
+def overdue_deliveries(session: Session, now: datetime, older_than: float,
+                       limit: int = 5000) -> list[int]:
+    """Pending deliveries that should have been attempted ``older_than`` seconds ago: never
+    attempted since their creation, or past their next attempt (the message that should have
+    carried them was lost, e.g. an enqueue after a commit that failed). By subscription."""
+    cutoff = now - timedelta(seconds=older_than)
+    return list(session.execute(
+        select(Delivery.id).where(
+            Delivery.status == "pending",
+            or_(and_(Delivery.attempts == 0, Delivery.created_at < cutoff),
+                Delivery.next_attempt_at < cutoff),
+        ).order_by(Delivery.subscription_id, Delivery.id).limit(limit)
+    ).scalars())
 
 
 def record_attempt(

@@ -125,6 +125,12 @@ def get_event(session: Session, tenant: str, event_id: str) -> EventRecord | Non
     ).scalar_one_or_none()
 
 
+def get_events(session: Session, tenant: str, event_ids: list[str]) -> dict[str, EventRecord]:
+    rows = session.execute(select(EventRecord).where(
+        EventRecord.tenant == tenant, EventRecord.event_id.in_(set(event_ids)))).scalars()
+    return {r.event_id: r for r in rows}
+
+
 def get_event_by_seq(session: Session, tenant: str, seq: int) -> EventRecord | None:
     return session.execute(
         select(EventRecord).where(EventRecord.tenant == tenant, EventRecord.seq == seq)

@@ -470,15 +470,23 @@ def create_deliveries(
 
 
 def pending_deliveries(session: Session, tenant: str, event_ids: list[str]) -> list[int]:
-    """Deliveries of these events never attempted yet (to be enqueued after the commit)."""
+    """Deliveries of these events never attempted yet (to be enqueued after the commit), by
+    subscription so that consecutive ids share a batch call."""
+    return [delivery_id for delivery_id, _ in pending_by_event(session, tenant, event_ids)]
+
+
+def pending_by_event(session: Session, tenant: str,
+                     event_ids: list[str]) -> list[tuple[int, str]]:
+    """(delivery id, event id) of the never-attempted deliveries of these events, by
+    subscription then id."""
     if not event_ids:
         return []
-    return list(session.execute(
-        select(Delivery.id).where(
+    return [(int(r[0]), str(r[1])) for r in session.execute(
+        select(Delivery.id, Delivery.event_id).where(
             Delivery.tenant == tenant, Delivery.event_id.in_(event_ids),
             Delivery.status == "pending", Delivery.attempts == 0,
-        ).order_by(Delivery.id)
-    ).scalars())
+        ).order_by(Delivery.subscription_id, Delivery.id)
+    ).all()]
 
 
 def count_deliveries(session: Session, tenant: str, sub_id: str) -> int:

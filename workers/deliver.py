@@ -1,4 +1,5 @@
-"""The deliver pool's actor: one attempt per message, the next one scheduled by our policy."""
+"""The deliver pool's actor: one attempt per delivery (up to ten per message, sent in one
+batch call), the next one scheduled by our policy."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections.abc import Mapping
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import enqueue_deliveries
+from broker.dispatch import DELIVERIES_PER_MESSAGE, enqueue_deliveries
 from broker.queues import DELIVER_ACTOR, DELIVER_QUEUE
 from delivery.sender import Sender
-from delivery.service import RetryPolicy, attempt_delivery
+from delivery.service import RetryPolicy, attempt_deliveries
 from store.crypto import SecretBox
+from workers.grouping import Grouper
 from workers.persist import is_transient
 
 log = logging.getLogger(__name__)
@@ -20,22 +22,36 @@ log = logging.getLogger(__name__)
 
 def declare_deliver_actor(
     broker: dramatiq.Broker, sessions: sessionmaker[Session], *, senders: Mapping[str, Sender],
-    box: SecretBox, policy: RetryPolicy,
+    box: SecretBox, policy: RetryPolicy, linger: float = 0.0,
 ) -> dramatiq.Actor:
     """Declare ``deliver`` on ``broker`` (queue ``deliveries``) and return it."""
 
-    def deliver(delivery_id: int) -> None:
-        def schedule_retry(seconds: float) -> None:
-            enqueue_deliveries(broker, [delivery_id], delay_ms=max(1, int(seconds * 1000)))
+    def schedule_retry(retry_ids: list[int], seconds: float) -> None:
+        enqueue_deliveries(broker, retry_ids, delay_ms=max(1, int(seconds * 1000)))
 
+    def attempt_group(messages: list[list[int]]) -> list[None | BaseException]:
+        ids = [i for message in messages for i in message]
         with sessions() as session:
             try:
-                status = attempt_delivery(session, delivery_id, senders=senders, box=box,
-                                          policy=policy, schedule_retry=schedule_retry)
+                statuses = attempt_deliveries(session, ids, senders=senders, box=box,
+                                              policy=policy, schedule_retry=schedule_retry)
             except Exception:
                 session.rollback()
                 raise
-        log.debug("delivery %s: %s", delivery_id, status)
+        log.debug("deliveries: %s", statuses)
+        return [None] * len(messages)
+
+    # Messages handled at the same time (and those arriving within ``linger``) share one
+    # transaction and one batch call per subscription: on a light load each event comes alone,
+    # and one SendMessage per event costs the destination (and us) far more than a batch.
+    group: Grouper[list[int], None] = Grouper(attempt_group, size=len,
+                                              max_size=DELIVERIES_PER_MESSAGE, linger=linger,
+                                              overlap=False)
+
+    def deliver(delivery_ids: int | list[int]) -> None:
+        # A message carries a list of ids (one batch call); a single id is the older form.
+        ids = [delivery_ids] if isinstance(delivery_ids, int) else [int(i) for i in delivery_ids]
+        group.submit(ids)
 
     def retry_when(retries: int, exc: BaseException) -> bool:
         # Destination errors are handled inside; only our own database troubles retry here.

@@ -22,7 +22,7 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
     )
     deliver = declare_deliver_actor(
         runtime.broker, runtime.sessions, senders=runtime.senders, box=runtime.box,
-        policy=runtime.retry_policy,
+        policy=runtime.retry_policy, linger=runtime.settings.deliver_linger_ms / 1000,
     )
     assert runtime.mailer is not None
     notify = declare_notify_actor(runtime.broker, runtime.sessions, mailer=runtime.mailer)

@@ -105,6 +105,31 @@ def message_kwargs(destination: Destination, message: OutgoingMessage) -> dict[s
     return kwargs
 
 
+def batch_results(response: dict[str, Any], count: int) -> list[SendResult]:
+    """Per-entry results of SendMessageBatch / PublishBatch (entry ids are "0".."n-1")."""
+    results = [SendResult(False, error_code="MissingFromBatchResponse",
+                          error_message="the batch response did not mention this entry",
+                          transient=True) for _ in range(count)]
+    for ok in response.get("Successful", []):
+        results[int(ok["Id"])] = SendResult(True, message_id=ok.get("MessageId"))
+    for bad in response.get("Failed", []):
+        code = str(bad.get("Code") or "BatchEntryFailed")
+        transient = not bad.get("SenderFault") or code in TRANSIENT_CODES
+        results[int(bad["Id"])] = SendResult(False, error_code=code,
+                                             error_message=str(bad.get("Message") or "")[:500],
+                                             transient=transient)
+    return results
+
+
+def call_batch(send: Callable[..., dict[str, Any]], count: int, **kwargs: Any) -> list[SendResult]:
+    """Run one boto3 batch call; a failure of the whole call applies to every entry."""
+    try:
+        response = send(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - classified, never raised
+        return [classify(exc)] * count
+    return batch_results(response, count)
+
+
 def call(send: Callable[..., dict[str, Any]], **kwargs: Any) -> SendResult:
     """Run one boto3 send; every failure becomes a classified SendResult."""
     try:

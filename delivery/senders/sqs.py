@@ -1,9 +1,20 @@
-"""SQS sender: ``SendMessage`` with string message attributes; FIFO group and dedup ids."""
+"""SQS sender: ``SendMessage`` / ``SendMessageBatch`` with string message attributes; FIFO group
+and dedup ids."""
 
 from __future__ import annotations
 
-from delivery.sender import Destination, OutgoingMessage, Sender, SendResult
-from delivery.senders.aws import ClientCache, call, message_kwargs
+from typing import Any
+
+from delivery.sender import MAX_BATCH, Destination, OutgoingMessage, Sender, SendResult
+from delivery.senders.aws import ClientCache, call, call_batch, message_kwargs
+
+# SendMessageBatch refuses a request whose bodies and attributes add up to more than this.
+MAX_BATCH_BYTES = 256 * 1024
+
+
+def _size(message: OutgoingMessage) -> int:
+    return len(message.body.encode()) + sum(len(k) + len(v) + 6 for k, v in
+                                            message.attributes.items())
 
 
 class SqsSender(Sender):
@@ -14,3 +25,37 @@ class SqsSender(Sender):
         client = self.clients.get("sqs", destination)
         return call(client.send_message, QueueUrl=destination.target, MessageBody=message.body,
                     **message_kwargs(destination, message))
+
+    def send_batch(self, destination: Destination,
+                   messages: list[OutgoingMessage]) -> list[SendResult]:
+        if len(messages) == 1:
+            return [self.send(destination, messages[0])]
+        results: list[SendResult] = []
+        for chunk in _chunks(messages):
+            results += self._one_batch(destination, chunk)
+        return results
+
+    def _one_batch(self, destination: Destination,
+                   messages: list[OutgoingMessage]) -> list[SendResult]:
+        if len(messages) == 1:
+            return [self.send(destination, messages[0])]
+        client = self.clients.get("sqs", destination)
+        entries: list[dict[str, Any]] = [
+            {"Id": str(i), "MessageBody": m.body, **message_kwargs(destination, m)}
+            for i, m in enumerate(messages)]
+        return call_batch(client.send_message_batch, len(entries), QueueUrl=destination.target,
+                          Entries=entries)
+
+
+def _chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
+    """At most ten messages and 256 KiB per request, in order."""
+    chunks: list[list[OutgoingMessage]] = [[]]
+    size = 0
+    for m in messages:
+        s = _size(m)
+        if chunks[-1] and (len(chunks[-1]) == MAX_BATCH or size + s > MAX_BATCH_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(m)
+        size += s
+    return [c for c in chunks if c]

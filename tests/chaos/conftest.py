@@ -38,6 +38,9 @@ SCALE = {
     "pg_outage": 30 if FULL else 6,
     "aws_outage": 60 if FULL else 8,
 }
+# How long a client keeps posting and a check keeps waiting: the full scale moves 20× the events
+# on a 2-core machine that also runs every server.
+PATIENCE = 1200.0 if FULL else 240.0
 
 
 @pytest.fixture
@@ -171,7 +174,7 @@ class Ledger:
 
 
 def post_until_accepted(base: str, headers: dict[str, str], ids: list[str], ledger: Ledger,
-                        *, threads: int = 8, deadline_s: float = 240) -> None:
+                        *, threads: int = 8, deadline_s: float = PATIENCE) -> None:
     """Post each event (client id), retrying 503s and connection errors like a connector."""
     session = requests.Session()
     stop_at = time.monotonic() + deadline_s
@@ -204,7 +207,7 @@ def stored_counts(pg: PrivatePostgres, tenant: str) -> dict[str, int]:
 
 
 def wait_stored(pg: PrivatePostgres, tenant: str, expected: set[str],
-                timeout: float = 180) -> dict[str, int]:
+                timeout: float = PATIENCE) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     counts: dict[str, int] = {}
     while time.monotonic() < deadline:
@@ -219,7 +222,7 @@ def wait_stored(pg: PrivatePostgres, tenant: str, expected: set[str],
 
 
 def drain_queue(moto: MotoServer, url: str, expected: set[str],
-                timeout: float = 180) -> dict[str, int]:
+                timeout: float = PATIENCE) -> dict[str, int]:
     """Receive (and delete) until every expected id was seen; returns id → times received."""
     seen: dict[str, int] = {}
     lock = threading.Lock()
@@ -257,7 +260,7 @@ def succeeded_deliveries(pg: PrivatePostgres, tenant: str) -> int:
     return int(row[0]) if row else 0
 
 
-def wait_delivered(pg: PrivatePostgres, tenant: str, n: int, timeout: float = 240) -> int:
+def wait_delivered(pg: PrivatePostgres, tenant: str, n: int, timeout: float = PATIENCE) -> int:
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline:

@@ -165,6 +165,27 @@ def test_sqs_subscription_receives_matching_events_as_get_returns_them(stack: di
     assert log[0]["messageId"] == got["MessageId"]
 
 
+def test_a_batch_of_events_goes_out_in_send_message_batch_calls(stack: dict[str, Any]) -> None:
+    a = stack["a"]
+    via_proxy, direct = _queue(stack, f"bulk-{uuid.uuid4().hex[:6]}")
+    sub = _create(a, _subscription(via_proxy))
+    calls_before = stack["proxy"].calls
+    # When 25 matching events arrive in one batch request
+    events = [order_event(id=f"b-{i}-{uuid.uuid4().hex[:8]}") for i in range(25)]
+    r = a.client.post("/api/v1/events/batch", json={"events": events}, headers=a.headers())
+    assert r.status_code == 200 and r.json["accepted"] == 25, r.json
+    _settle(stack)
+    # Then every one arrives exactly once, in three SendMessageBatch calls (10 + 10 + 5)
+    messages = _receive(stack["sqs"], direct, expect=26, timeout=4)
+    assert sorted(json.loads(m["Body"])["id"] for m in messages) == sorted(e["id"] for e in events)
+    assert stack["proxy"].calls - calls_before == 3
+    # And the attempt log has one success per event, each with its own SQS message id
+    log = _attempts(a, sub["id"], per_page=100)
+    assert sorted(x["eventId"] for x in log) == sorted(e["id"] for e in events)
+    assert {x["status"] for x in log} == {"succeeded"}
+    assert {x["messageId"] for x in log} == {m["MessageId"] for m in messages}
+
+
 def test_fifo_queue_gets_group_and_deduplication_ids(stack: dict[str, Any]) -> None:
     a = stack["a"]
     via_proxy, direct = _queue(stack, f"orders-{uuid.uuid4().hex[:6]}.fifo", FifoQueue="true")

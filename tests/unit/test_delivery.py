@@ -23,10 +23,11 @@ from sqlalchemy import select, update
 
 from broker.dispatch import enqueue_deliveries
 from broker.queues import DELIVER_ACTOR, PERSIST_ACTOR
-from delivery.sender import SendResult
-from delivery.senders.aws import classify
+from delivery.sender import OutgoingMessage, SendResult
+from delivery.senders.aws import batch_results, classify
+from delivery.senders.sqs import _chunks as sqs_chunks
 from delivery.senders.stub import StubSender
-from delivery.service import RetryPolicy, attempt_delivery, build_message
+from delivery.service import RetryPolicy, attempt_deliveries, attempt_delivery, build_message
 from ingest.service import prepare
 from store.crypto import SecretBox
 from store.domain import EventIn
@@ -466,9 +467,16 @@ def _stored_pending(app: Any, event_id: str) -> int:
 
 
 def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy,
-             box: SecretBox | None = None) -> tuple[str, list[float]]:
+             box: SecretBox | None = None, *, due: bool = True) -> tuple[str, list[float]]:
+    """One attempt, as the scheduled message would make it once due (``due=False``: a message
+    arriving before the next attempt is due)."""
     delays: list[float] = []
     with runtime_of(app).sessions() as session:
+        if due:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id,
+                                                   Delivery.next_attempt_at.is_not(None))
+                            .values(next_attempt_at=datetime.now(UTC)))
+            session.commit()
         status = attempt_delivery(session, delivery_id, senders={"SQS": sender, "SNS": sender},
                                   box=box or runtime_of(app).box, policy=policy,
                                   schedule_retry=delays.append)
@@ -776,3 +784,95 @@ def test_the_stub_sender_returns_its_failures_in_order_then_succeeds() -> None:
     assert sender.send(destination, message) == DENIED
     assert sender.send(destination, message) == SendResult(True, message_id="stub-1")
     assert sender.sent == [(destination, message)]
+
+
+def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outcome(
+        acme: Caller) -> None:
+    app = acme.client.application
+    create(acme, sqs_body())
+    ids = [_stored_pending(app, f"evt-batch-{i}") for i in range(3)]
+    sender = StubSender()
+    batches: list[int] = []
+    plain_send_batch = sender.send_batch
+
+    def counting(destination: Any, messages: list[Any]) -> list[SendResult]:
+        batches.append(len(messages))
+        return plain_send_batch(destination, messages)
+
+    sender.send_batch = counting  # type: ignore[method-assign]
+    sender.failures.append(UNAVAILABLE)  # the first message of the batch fails, the rest pass
+    retried: list[tuple[list[int], float]] = []
+    with runtime_of(app).sessions() as session:
+        statuses = attempt_deliveries(
+            session, ids, senders={"SQS": sender, "SNS": sender}, box=runtime_of(app).box,
+            policy=RetryPolicy(schedule=(10,), jitter=0),
+            schedule_retry=lambda retry_ids, seconds: retried.append((retry_ids, seconds)))
+    assert batches == [3]
+    assert statuses == {ids[0]: "retrying", ids[1]: "succeeded", ids[2]: "succeeded"}
+    assert retried == [([ids[0]], 10)]
+    assert [m.body for _, m in sender.sent] == [
+        orjson.dumps(acme.get(f"/api/v1/events/evt-batch-{i}").json).decode() for i in (1, 2)]
+    # And a second message carrying the same ids sends nothing again (succeeded / not yet due)
+    with runtime_of(app).sessions() as session:
+        again = attempt_deliveries(
+            session, ids + [999_999], senders={"SQS": sender, "SNS": sender},
+            box=runtime_of(app).box, policy=RetryPolicy(), schedule_retry=lambda *a: None)
+    assert again == {ids[0]: "scheduled", ids[1]: "succeeded", ids[2]: "succeeded",
+                     999_999: "missing"}
+    assert batches == [3]
+
+
+def test_batch_responses_map_back_to_their_entries() -> None:
+    results = batch_results({
+        "Successful": [{"Id": "0", "MessageId": "m-0"}, {"Id": "2", "MessageId": "m-2"}],
+        "Failed": [{"Id": "1", "SenderFault": True, "Code": "InvalidParameterValue",
+                    "Message": "bad attribute"},
+                   {"Id": "3", "SenderFault": False, "Code": "InternalError", "Message": "oops"}],
+    }, 5)
+    assert [(r.ok, r.message_id, r.error_code, r.transient) for r in results] == [
+        (True, "m-0", None, False), (False, None, "InvalidParameterValue", False),
+        (True, "m-2", None, False), (False, None, "InternalError", True),
+        (False, None, "MissingFromBatchResponse", True)]
+
+
+def test_sqs_batches_hold_at_most_ten_messages_and_256_kib() -> None:
+    small = [OutgoingMessage(body="x" * 10, attributes={}) for _ in range(23)]
+    assert [len(c) for c in sqs_chunks(small)] == [10, 10, 3]
+    big = [OutgoingMessage(body="y" * 100_000, attributes={"k": "v"}) for _ in range(5)]
+    assert [len(c) for c in sqs_chunks(big)] == [2, 2, 1]
+    assert sqs_chunks([]) == []
+
+
+def test_the_scheduler_sweep_re_enqueues_deliveries_whose_message_was_lost(acme: Caller) -> None:
+    from scheduler.loop import sweep_once
+
+    app = acme.client.application
+    runtime = runtime_of(app)
+    create(acme, sqs_body())
+    lost = _stored_pending(app, "evt-lost")  # stored, its deliver message never sent
+    fresh = _stored_pending(app, "evt-fresh")
+    retrying = _stored_pending(app, "evt-retry")
+    now = datetime.now(UTC)
+    with runtime.sessions() as session:
+        session.execute(update(Delivery).where(Delivery.id == lost)
+                        .values(created_at=now - timedelta(minutes=30)))
+        session.execute(update(Delivery).where(Delivery.id == retrying)
+                        .values(created_at=now - timedelta(minutes=30), attempts=2,
+                                next_attempt_at=now - timedelta(minutes=20)))
+        session.commit()
+    enqueued: list[list[int]] = []
+    plain_enqueue = runtime.broker.enqueue
+
+    def capture(message: Any, *, delay: Any = None) -> Any:
+        if message.actor_name == DELIVER_ACTOR:
+            enqueued.append(list(message.args[0]))
+            return message
+        return plain_enqueue(message, delay=delay)
+
+    runtime.broker.enqueue = capture  # type: ignore[method-assign]
+    try:
+        assert sweep_once(runtime.sessions, runtime.broker, older_than=600) == 2
+    finally:
+        runtime.broker.enqueue = plain_enqueue  # type: ignore[method-assign]
+    assert sorted(i for m in enqueued for i in m) == sorted([lost, retrying])
+    assert fresh not in [i for m in enqueued for i in m]

@@ -1,0 +1,142 @@
+"""``python -m bench``: run B1–B7 and write bench/RESULTS.md.
+
+    .venv/bin/python -m bench                 # the full run (~25 min), writes bench/RESULTS.md
+    .venv/bin/python -m bench --smoke         # seconds per benchmark, writes nothing unless --out
+    .venv/bin/python -m bench --only B3,B4    # some of them
+
+Nothing here passes or fails on speed: a missed target is reported, not raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+
+from bench.benchmarks import ALL, FULL, SMOKE, Figure
+from bench.stack import ROOT, Stack
+
+PACKAGES = ("flask", "gunicorn", "pydantic", "orjson", "dramatiq", "redis", "sqlalchemy",
+            "psycopg", "boto3", "moto")
+
+
+def _cmd(args: list[str]) -> str:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine() -> list[str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in PACKAGES)
+    return [
+        f"- Machine: {os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB, "
+        f"{platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; PostgreSQL "
+        f"{_cmd(['psql', '--version']).split()[-1]} (this machine's server, a fresh database); "
+        f"{_cmd(['redis-server', '--version']).split(' v=')[-1].split()[0]} Redis (a private "
+        "redis-server); moto in server mode",
+        f"- Packages: {versions}",
+        f"- Commit: {_cmd(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'])}",
+    ]
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if value != value:  # NaN
+        return "n/a"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) < 10 else \
+        f"{value:.1f}"
+    return f"{text} {unit}".strip()
+
+
+def table(figures: list[Figure]) -> list[str]:
+    rows = ["| id | what | median [min – max] | limit (same run) | ratio | target | met |",
+            "|---|---|---|---|---|---|---|"]
+    for f in figures:
+        runs = (f" [{fmt(min(f.runs))} – {fmt(max(f.runs))}] ×{len(f.runs)}"
+                if len(f.runs) > 1 else "")
+        limit = f"{fmt(f.limit)} ({f.limit_what})" if f.limit is not None else f.limit_what or "—"
+        met = "—" if f.met is None else ("yes" if f.met else "**no**")
+        what = f.what + (f" — {f.note}" if f.note else "")
+        rows.append(f"| {f.bench} | {what} | {fmt(f.value, f.unit)}{runs} | {limit} | "
+                    f"{fmt(f.ratio)} | {f.target} | {met} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): code runs")
+    parser.add_argument("--only", default="", help="comma-separated: B1 (with B2),B3,…,B7")
+    parser.add_argument("--out", default=None, help="results file (default bench/RESULTS.md "
+                        "for a full run, none for --smoke)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the py-spy profiles (a full run takes them)")
+    args = parser.parse_args(argv)
+    scale = SMOKE if args.smoke else FULL
+    chosen = [b.strip().upper() for b in args.only.split(",") if b.strip()] or list(ALL)
+    out = Path(args.out) if args.out else (None if args.smoke else ROOT / "bench" / "RESULTS.md")
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="ec-bench-"))
+    log(f"logs in {workdir}")
+    figures: list[Figure] = []
+    failures: list[str] = []
+    started = time.time()
+    stack = Stack(workdir)
+    stack.profiling = not args.smoke and not args.no_profile
+    try:
+        for name in chosen:
+            log(f"== {name}")
+            try:
+                figures += ALL[name](stack, scale, log)
+            except Exception:  # noqa: BLE001 - reported, the other benchmarks still run
+                failures.append(f"{name}: {traceback.format_exc(limit=3)}")
+                log(f"{name} FAILED:\n{failures[-1]}")
+    finally:
+        stack.close()
+    elapsed = time.time() - started
+    lines = table(figures)
+    print("\n".join(lines))
+    if out is not None:
+        notes = ROOT / "bench" / "NOTES.md"
+        command = "python -m bench" + (" --smoke" if args.smoke else "") + \
+            (f" --only {args.only}" if args.only else "")
+        text = ["# Benchmark results", "",
+                f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+                f"in {elapsed / 60:.1f} min. Every figure is the median of the runs shown "
+                "(spread in brackets), next to a limit measured in the same run on the same "
+                "machine; nothing here is a pass/fail test.", "", *machine(), "",
+                "## Figures", "", *lines, ""]
+        if failures:
+            text += ["## Benchmarks that did not complete", "", "```", *failures, "```", ""]
+        if stack.profiles:
+            text += ["## Profiles taken during this run (py-spy, GIL holder only)", ""]
+            for label, summary in stack.profiles.items():
+                text += [f"### {label}", "", "```", summary, "```", ""]
+        if notes.exists():
+            text += [notes.read_text()]
+        out.write_text("\n".join(text))
+        log(f"wrote {out}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
