@@ -149,9 +149,14 @@ def test_persist_actor_retries_until_the_database_exists(redis_url: str) -> None
         pending: Pending = prepare(event, datetime.now(UTC))
         runtime.intake.accept("it-late", [pending])
         time.sleep(2)  # When the worker has failed a few times against the missing database
+        # and the database then appears with its schema at once (built under another name and
+        # renamed: a worker retrying into a half-migrated database would rightly give up)
+        building = f"{name}_build"
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        upgrade(late_url)
+            conn.execute(f'CREATE DATABASE "{building}"')
+        upgrade(late_url.replace(name, building))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
         # Then the retried message lands once the database is there
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not _stored(runtime, "it-late"):
@@ -162,6 +167,7 @@ def test_persist_actor_retries_until_the_database_exists(redis_url: str) -> None
         runtime.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}_build" WITH (FORCE)')
 
 
 @pytest.fixture
