@@ -297,6 +297,12 @@ def b4(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
         persist = stack.start("persist")
         if _wait_count(stack, "SELECT count(*) FROM deliveries", n, 120) < n:
             raise RuntimeError("B4: deliveries not created:\n" + persist.log_tail())
+        # Committed is not yet enqueued: stop the pool only once every deliver message is queued
+        # (stopping it in between leaves the rest to its redelivery, which this run never sees).
+        deadline = time.monotonic() + 60
+        while (stack.redis.client.llen("dramatiq:deliveries") < -(-n // 10)
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
         stack.stop("persist")
         deliver = stack.start("deliver")
         recs = []

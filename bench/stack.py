@@ -79,15 +79,14 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, timeout: float = 30) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-            except ProcessLookupError:
-                pass
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)  # the group: workers and forks too
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+        except ProcessLookupError:
+            pass
         self._log.close()
 
     def log_tail(self, n: int = 40) -> str:
@@ -304,10 +303,15 @@ class Stack:
         self.redis.client.flushall()
 
     def close(self) -> None:
-        for kind in list(self.procs):
-            self.stop(kind)
-        self.rss.stop()
-        self.moto.stop()
-        self.redis.stop()
+        """Stop everything, whatever fails on the way."""
+        steps = [lambda k=kind: self.stop(k) for kind in list(self.procs)]
+        steps += [self.rss.stop, self.moto.stop, self.redis.stop, self._drop_database]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the next step still runs
+                print(f"cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def _drop_database(self) -> None:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
