@@ -413,7 +413,8 @@ def b5(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
     log(f"B5: {r}")
     met = r["p50"] <= 100 and r["p99"] <= 500 and r["lost"] == 0 and r["duplicated"] == 0
     note = (f"{r['sent']} sent, {r['ok']} answered 2xx, {r['stored']} stored, {r['received']} "
-            f"received from SQS, {r['lost']} lost, {r['duplicated']} duplicated; "
+            f"received from SQS, {r['lost']} not received within 60 s of the last POST (lost), "
+            f"{r['duplicated']} received twice; "
             f"POST p99 {r['post_p99']:.1f} ms; p50 received → stored {r['persist_p50']:.0f} ms, "
             f"stored → sent to SQS {r['deliver_p50']:.0f} ms")
     return [
@@ -493,7 +494,8 @@ def b7(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
             peak, "MB", [peak], target=f"≤ {limit:.0f} MB, growth ≤ 10 %",
             met=peak <= limit and growth <= 10,
             note=f"largest worker {b:.0f} MB → {a:.0f} MB ({growth:+.1f} %); soak: "
-                 f"{soak['ok'] + warm['ok']} accepted, {soak['lost']} lost, "
+                 f"{soak['ok'] + warm['ok']} accepted, {soak['lost']} not received from SQS "
+                 "within 60 s of the soak's end, "
                  f"{soak['duplicated']} duplicated"))
     return figures
 
