@@ -16,6 +16,7 @@ import multiprocessing as mp
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SEQ_MARK = b"@SEQ@"
@@ -114,6 +115,25 @@ def _record(out: Outcome, lock: threading.Lock, status: int, latency: float) -> 
         out.latencies.append(latency)
 
 
+def _exchange(conn: _Conn, data: bytes, out: Outcome, lock: threading.Lock) -> int | None:
+    """The response's status, or None (counted as an error) when the connection failed."""
+    try:
+        return conn.exchange(data)
+    except OSError:
+        conn.close()
+        with lock:
+            out.errors += 1
+        return None
+
+
+def _in_threads(run: Callable[[], None], count: int) -> None:
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _closed_worker(target: Target, conns: int, start_at: float, duration: float,
                    seq_base: int, result: mp.Queue) -> None:
     out, lock = Outcome(), threading.Lock()
@@ -127,22 +147,14 @@ def _closed_worker(target: Target, conns: int, start_at: float, duration: float,
         end = start_at + duration
         while (now := time.perf_counter()) and time.time() < end:
             data = fixed if fixed is not None else target.request(next(counter))
-            try:
-                status = conn.exchange(data)
-            except OSError:
-                conn.close()
-                with lock:
-                    out.errors += 1
+            status = _exchange(conn, data, out, lock)
+            if status is None:
                 time.sleep(0.01)
                 continue
             _record(out, lock, status, time.perf_counter() - now)
         conn.close()
 
-    threads = [threading.Thread(target=run) for _ in range(conns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(run, conns)
     result.put(out)
 
 
@@ -167,21 +179,12 @@ def _open_worker(target: Target, conns: int, start_at: float, rate: float, count
             data = target.request(k)
             with lock:
                 out.sent_at[k] = due
-            try:
-                status = conn.exchange(data)
-            except OSError:
-                conn.close()
-                with lock:
-                    out.errors += 1
-                continue
-            _record(out, lock, status, time.time() - due)
+            status = _exchange(conn, data, out, lock)
+            if status is not None:
+                _record(out, lock, status, time.time() - due)
         conn.close()
 
-    threads = [threading.Thread(target=run) for _ in range(conns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(run, conns)
     result.put(out)
 
 

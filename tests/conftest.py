@@ -327,3 +327,26 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         pytest.fail(f"{len(leaked)} secret leak(s) in this test's logs or responses:\n"
                     + "\n".join(leaked[:10]), pytrace=False)
     return result
+
+
+def run_concurrently(call: Any, items: list[Any]) -> list[Any]:
+    """``call(item)`` for every item, each in its own thread, all released at once; returns the
+    results (or the exceptions raised) in order."""
+    import threading
+
+    results: list[Any] = [None] * len(items)
+    barrier = threading.Barrier(len(items))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = call(items[i])
+        except Exception as exc:  # noqa: BLE001 - the caller looks at it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results

@@ -13,20 +13,14 @@ from typing import Any
 
 import requests
 
+from bench.stack import procfile_command  # noqa: F401 - the tests' way to read the Procfile
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # The Procfile gives each worker pool a fixed default metrics port (9191-9193); test processes
 # run with their exporter off unless a test sets a port (a free one), so that concurrent stacks
 # and a developer's local run never compete for those ports.
 METRICS_OFF = {"PERSIST_METRICS_PORT": "0", "DELIVER_METRICS_PORT": "0", "NOTIFY_METRICS_PORT": "0"}
-
-
-def procfile_command(name: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        key, sep, command = line.partition(":")
-        if sep and key.strip() == name:
-            return command.strip()
-    raise KeyError(name)
 
 
 class Proc:

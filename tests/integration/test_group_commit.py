@@ -18,7 +18,7 @@ from ingest.service import prepare
 from store.domain import EventIn
 from store.models import EventRecord
 from store.subscriptions import IndexCache
-from tests.conftest import make_settings, order_event
+from tests.conftest import make_settings, order_event, run_concurrently
 from workers.persist import GroupCommit
 
 pytestmark = pytest.mark.integration
@@ -55,22 +55,7 @@ def _doc(event_id: str) -> dict[str, Any]:
 
 def _submit_all(group: GroupCommit, messages: list[tuple[str, list[dict[str, Any]]]]
                 ) -> list[Any]:
-    results: list[Any] = [None] * len(messages)
-    barrier = threading.Barrier(len(messages))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = group.submit(*messages[i])
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(messages))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
+    return run_concurrently(lambda m: group.submit(*m), messages)
 
 
 def _stored(runtime: Runtime, tenant: str) -> int:

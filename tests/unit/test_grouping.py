@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
+from tests.conftest import run_concurrently
 from workers.grouping import Grouper
 
 
 def _submit_all(grouper: Grouper[Any, Any], items: list[Any]) -> list[Any]:
-    results: list[Any] = [None] * len(items)
-    barrier = threading.Barrier(len(items))
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = grouper.submit(items[i])
-        except Exception as exc:  # noqa: BLE001 - the test looks at it
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    return results
+    return run_concurrently(grouper.submit, items)
 
 
 @pytest.mark.parametrize("overlap", [False, True])
