@@ -12,6 +12,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from broker.dispatch import BrokerUnavailable
 from broker.intake import IntakeUnavailable
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(IntakeUnavailable)
     def _broker_down(exc: IntakeUnavailable) -> Response:
+        log.warning("broker unavailable: %s", exc)
+        return unavailable("the broker")
+
+    @app.errorhandler(BrokerUnavailable)
+    def _enqueue_failed(exc: BrokerUnavailable) -> Response:
         log.warning("broker unavailable: %s", exc)
         return unavailable("the broker")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from api.events import VALID_ID, parse_query
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
-from broker.dispatch import enqueue_runs
+from broker.dispatch import BrokerUnavailable, enqueue_runs
 from store.jobs import (
     JobError,
     JobExists,
@@ -27,6 +28,7 @@ from store.jobs import (
     update_job,
 )
 
+log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
 BASE = "/api/v1/jobs"
 
@@ -160,7 +162,13 @@ def run(job_id: str) -> Response:
         if job.deleted or not job.is_active:
             raise ApiError(409, "inactive", "a deleted or inactive job does not run")
         run_id = run_now(session, job)
-    enqueue_runs(runtime.broker, [run_id])
+    try:
+        enqueue_runs(runtime.broker, [run_id])
+    except BrokerUnavailable as exc:
+        # The run is committed: the scheduler re-sends a run left unsent for
+        # EC_SCHEDULER_RESEND_AFTER_SECONDS. Retrying would start a second run.
+        log.warning("run %s deferred to the scheduler: %s", run_id, exc)
+        return json_response({"run_id": run_id, "status": "deferred"}, 202)
     with runtime.sessions() as session:
         mark_enqueued(session, [run_id])
     return json_response({"run_id": run_id, "status": "queued"}, 202)

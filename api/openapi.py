@@ -222,6 +222,9 @@ class ReplayRequest(BaseModel):
 
 class Queued(BaseModel):
     queued: int
+    deferred: bool = Field(
+        description="true when the broker could not be reached: the deliveries are recorded "
+                    "and the scheduler's sweep sends them (do not retry: that replays again)")
 
 
 class TestResult(BaseModel):
@@ -273,7 +276,8 @@ class JobRuns(BaseModel):
 
 class RunQueued(BaseModel):
     run_id: int
-    status: str
+    status: str = Field(description="queued; or deferred when the broker could not be reached: "
+                                    "the run is recorded and the scheduler sends it (do not retry)")
 
 
 def _array(name: str, description: str) -> dict[str, Any]:

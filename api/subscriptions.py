@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from api.events import VALID_ID, Moment, parse_query
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
-from broker.dispatch import enqueue_deliveries
+from broker.dispatch import BrokerUnavailable, enqueue_deliveries
 from delivery.service import build_message, destination_of
 from store.crypto import SecretsUnavailable
 from store.db import begin_write
@@ -31,6 +32,7 @@ from store.subscriptions import (
     update_subscription,
 )
 
+log = logging.getLogger(__name__)
 bp = Blueprint("subscriptions", __name__)
 BASE = "/api/v1/event-subscription"
 REPLAY_LIMIT = 100_000
@@ -224,8 +226,14 @@ def replay(sub_id: str) -> Response:
             raise ApiError(400, "replay_too_large",
                            f"more than {REPLAY_LIMIT} events match: replay a shorter range")
         session.commit()
-    queued = enqueue_deliveries(runtime.broker, ids)
-    return json_response({"queued": queued}, 202)
+    try:
+        queued = enqueue_deliveries(runtime.broker, ids)
+    except BrokerUnavailable as exc:
+        # The deliveries are committed: the scheduler's sweep sends them once they are overdue
+        # (EC_DELIVERY_SWEEP_AFTER_SECONDS). Retrying would replay the range a second time.
+        log.warning("replay of %d deliveries deferred to the sweep: %s", len(ids), exc)
+        return json_response({"queued": len(ids), "deferred": True}, 202)
+    return json_response({"queued": queued, "deferred": False}, 202)
 
 
 @bp.post(f"{BASE}/<string:sub_id>/test")

@@ -221,36 +221,70 @@ def wait_stored(pg: PrivatePostgres, tenant: str, expected: set[str],
     return counts
 
 
-def drain_queue(moto: MotoServer, url: str, expected: set[str],
-                timeout: float = PATIENCE) -> dict[str, int]:
-    """Receive (and delete) until every expected id was seen; returns id → times received."""
-    seen: dict[str, int] = {}
-    lock = threading.Lock()
-    deadline = time.monotonic() + timeout
+class QueueDrainer:
+    """Receives (and deletes) from an SQS queue from the moment it is made, like a retailer would.
 
-    def receiver() -> None:
-        sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.url,
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        while time.monotonic() < deadline:
-            with lock:
-                if expected <= set(seen):
-                    return
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    Receiving while events are posted keeps the queue short: moto's SendMessage and ReceiveMessage
+    cost grows with the queue's depth, so draining 10,000 messages only at the end would crawl.
+    """
+
+    def __init__(self, moto: MotoServer, url: str, threads: int = 4) -> None:
+        self.url = url
+        self.seen: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.client = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.url,
+                                   aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.threads = [threading.Thread(target=self._receive, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _receive(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                msgs = self.client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
+                                                   WaitTimeSeconds=1)
+            except Exception:  # moto or its proxy restarting: try again shortly
+                time.sleep(0.5)
+                continue
             entries = []
             for m in msgs.get("Messages", []):
                 event_id = json.loads(m["Body"])["id"]
-                with lock:
-                    seen[event_id] = seen.get(event_id, 0) + 1
+                with self.lock:
+                    self.seen[event_id] = self.seen.get(event_id, 0) + 1
                 entries.append({"Id": str(len(entries)), "ReceiptHandle": m["ReceiptHandle"]})
             if entries:
-                sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+                self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
 
-    threads = [threading.Thread(target=receiver) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return seen
+    def wait_for(self, expected: set[str], timeout: float = PATIENCE) -> dict[str, int]:
+        """Wait until every expected id was received; returns id → times received."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if expected <= set(self.seen):
+                    break
+            time.sleep(0.2)
+        time.sleep(1)  # a duplicate in flight still counts
+        with self.lock:
+            return dict(self.seen)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for t in self.threads:
+            t.join(5)
+
+
+@pytest.fixture
+def drainer(moto: MotoServer) -> Iterator[Any]:
+    made: list[QueueDrainer] = []
+
+    def make(url: str) -> QueueDrainer:
+        made.append(QueueDrainer(moto, url))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.stop()
 
 
 def succeeded_deliveries(pg: PrivatePostgres, tenant: str) -> int:

@@ -23,10 +23,11 @@ from tests.integration.aws import FaultProxy, MotoServer
 
 from .conftest import (
     FULL,
+    PATIENCE,
     SCALE,
     Ledger,
+    QueueDrainer,
     create_tenant,
-    drain_queue,
     post_until_accepted,
     sqs_subscription,
     wait_stored,
@@ -47,8 +48,8 @@ def report(name: str, **figures: Any) -> None:
     print(f"\nCHAOS {name}: " + json.dumps(figures))
 
 
-def check(pg: PrivatePostgres, tenant: str, ledger: Ledger, moto: MotoServer | None = None,
-          queue: str | None = None) -> dict[str, Any]:
+def check(pg: PrivatePostgres, tenant: str, ledger: Ledger,
+          drain: QueueDrainer | None = None) -> dict[str, Any]:
     accepted = ledger.accepted()
     counts = wait_stored(pg, tenant, accepted)
     missing = accepted - set(counts)
@@ -57,8 +58,8 @@ def check(pg: PrivatePostgres, tenant: str, ledger: Ledger, moto: MotoServer | N
     assert not dupes, f"stored more than once: {list(dupes.items())[:5]}"
     figures: dict[str, Any] = {"sent": len(ledger.answers), "accepted": len(accepted),
                                "stored": len(counts), "answered_503": ledger.count(503)}
-    if moto is not None and queue is not None:
-        delivered = drain_queue(moto, queue, accepted)
+    if drain is not None:
+        delivered = drain.wait_for(accepted)
         lost = accepted - set(delivered)
         assert not lost, f"{len(lost)} accepted events never delivered"
         figures["delivered"] = len(delivered)
@@ -67,10 +68,11 @@ def check(pg: PrivatePostgres, tenant: str, ledger: Ledger, moto: MotoServer | N
 
 
 def test_kill_9_persist_and_deliver_workers_mid_stream(stack_factory: Any, pg: PrivatePostgres,
-                                                       moto: MotoServer) -> None:
+                                                       moto: MotoServer, drainer: Any) -> None:
     stack = stack_factory("web", "persist", "deliver")
     tenant, headers = create_tenant(stack)
     queue, _ = sqs_subscription(stack, headers, moto)
+    drain = drainer(queue)
     ids = [f"k9-{i}-{uuid.uuid4().hex[:6]}" for i in range(SCALE["events"])]
     ledger = Ledger()
     poster = threading.Thread(target=post_until_accepted, args=(stack.base, headers, ids, ledger))
@@ -85,16 +87,17 @@ def test_kill_9_persist_and_deliver_workers_mid_stream(stack_factory: Any, pg: P
     stack.start("persist")
     stack.start("deliver")
     poster.join()
-    figures = check(pg, tenant, ledger, moto, queue)
+    figures = check(pg, tenant, ledger, drain)
     figures["recovered_after_s"] = round(time.monotonic() - killed_at, 1)
     report("kill9_workers", **figures)
 
 
 def test_redis_stopped_during_ingest(stack_factory: Any, pg: PrivatePostgres, rds: PrivateRedis,
-                                     moto: MotoServer) -> None:
+                                     moto: MotoServer, drainer: Any) -> None:
     stack = stack_factory("web", "persist", "deliver")
     tenant, headers = create_tenant(stack)
     queue, _ = sqs_subscription(stack, headers, moto)
+    drain = drainer(queue)
     ids = [f"rd-{i}-{uuid.uuid4().hex[:6]}" for i in range(SCALE["events"])]
     ledger = Ledger()
     poster = threading.Thread(target=post_until_accepted, args=(stack.base, headers, ids, ledger))
@@ -116,16 +119,17 @@ def test_redis_stopped_during_ingest(stack_factory: Any, pg: PrivatePostgres, rd
             first_ok = time.monotonic() - back
     poster.join()
     assert ledger.count(503) > 0
-    figures = check(pg, tenant, ledger, moto, queue)
+    figures = check(pg, tenant, ledger, drain)
     figures["first_201_after_restart_s"] = round(first_ok or -1, 1)
     report("redis_outage", outage_s=SCALE["redis_outage"], **figures)
 
 
 def test_postgres_stopped_while_events_arrive(stack_factory: Any, pg: PrivatePostgres,
-                                              moto: MotoServer) -> None:
+                                              moto: MotoServer, drainer: Any) -> None:
     stack = stack_factory("web", "persist", "deliver")
     tenant, headers = create_tenant(stack)
     queue, _ = sqs_subscription(stack, headers, moto)
+    drain = drainer(queue)
     ids = [f"pg-{i}-{uuid.uuid4().hex[:6]}" for i in range(SCALE["events"])]
     ledger = Ledger()
     poster = threading.Thread(target=post_until_accepted, args=(stack.base, headers, ids, ledger))
@@ -140,13 +144,13 @@ def test_postgres_stopped_while_events_arrive(stack_factory: Any, pg: PrivatePos
     pg.start()
     restarted = time.monotonic()
     poster.join()
-    figures = check(pg, tenant, ledger, moto, queue)
+    figures = check(pg, tenant, ledger, drain)
     figures["caught_up_after_restart_s"] = round(time.monotonic() - restarted, 1)
     report("postgres_outage", outage_s=SCALE["pg_outage"], **figures)
 
 
 def test_aws_endpoint_down_then_back(stack_factory: Any, pg: PrivatePostgres,
-                                     moto: MotoServer) -> None:
+                                     moto: MotoServer, drainer: Any) -> None:
     from tests.conftest import free_port
 
     port = free_port()
@@ -160,6 +164,7 @@ def test_aws_endpoint_down_then_back(stack_factory: Any, pg: PrivatePostgres,
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     direct = sqs.create_queue(QueueName=f"down-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     via = f"{proxy.url}/{direct.split('/', 3)[3]}"
+    drain = drainer(direct)
     sub = requests.post(stack.base + "/api/v1/event-subscription", headers=headers, timeout=10,
                         json={"entityType": "ORDER", "subscribeCreate": True, "destination": {
                             "type": "SQS", "sqs": {"queueUrl": via, "region": "us-east-1"}}}).json()
@@ -171,7 +176,7 @@ def test_aws_endpoint_down_then_back(stack_factory: Any, pg: PrivatePostgres,
     time.sleep(SCALE["aws_outage"])
     proxy = FaultProxy(moto.port, port)
     try:
-        figures = check(pg, tenant, ledger, moto, direct)
+        figures = check(pg, tenant, ledger, drain)
     finally:
         proxy.stop()
     log = requests.get(f"{stack.base}/api/v1/event-subscription/{sub['id']}/deliveries",
@@ -185,10 +190,11 @@ def test_aws_endpoint_down_then_back(stack_factory: Any, pg: PrivatePostgres,
 
 
 def test_sigterm_each_process_type_under_load(stack_factory: Any, pg: PrivatePostgres,
-                                              moto: MotoServer) -> None:
+                                              moto: MotoServer, drainer: Any) -> None:
     stack = stack_factory("web", "persist", "deliver", "scheduler")
     tenant, headers = create_tenant(stack)
     queue, _ = sqs_subscription(stack, headers, moto)
+    drain = drainer(queue)
     ids = [f"st-{i}-{uuid.uuid4().hex[:6]}" for i in range(SCALE["events"])]
     ledger = Ledger()
     poster = threading.Thread(target=post_until_accepted, args=(stack.base, headers, ids, ledger))
@@ -201,7 +207,7 @@ def test_sigterm_each_process_type_under_load(stack_factory: Any, pg: PrivatePos
         stack.start(name)
     poster.join()
     assert all(t <= 25 for t in stop_times.values()), stop_times
-    figures = check(pg, tenant, ledger, moto, queue)
+    figures = check(pg, tenant, ledger, drain)
     report("sigterm", stop_seconds=stop_times, **figures)
 
 
@@ -253,11 +259,13 @@ def test_scheduler_killed_between_commit_and_enqueue_sends_the_slot_once(
     report("scheduler_killed", slot_mails=len(slot_mails))
 
 
-def test_baseline_without_faults(stack_factory: Any, pg: PrivatePostgres, moto: MotoServer) -> None:
+def test_baseline_without_faults(stack_factory: Any, pg: PrivatePostgres, moto: MotoServer,
+                                 drainer: Any) -> None:
     # The same load with nothing broken: the reference for the recovery figures above.
     stack = stack_factory("web", "persist", "deliver")
     tenant, headers = create_tenant(stack)
     queue, _ = sqs_subscription(stack, headers, moto)
+    drain = drainer(queue)
     ids = [f"ok-{i}-{uuid.uuid4().hex[:6]}" for i in range(SCALE["events"])]
     ledger = Ledger()
     started = time.monotonic()
@@ -271,6 +279,45 @@ def test_baseline_without_faults(stack_factory: Any, pg: PrivatePostgres, moto: 
 
     wait_delivered(pg, tenant, len(ledger.accepted()))
     delivered = time.monotonic() - started
-    figures = check(pg, tenant, ledger, moto, queue)
+    figures = check(pg, tenant, ledger, drain)
     report("baseline", posted_s=round(posted, 1), stored_s=round(stored, 1),
            delivered_s=round(delivered, 1), **figures)
+
+
+def test_replay_while_redis_is_down_is_delivered_by_the_sweep(
+        stack_factory: Any, pg: PrivatePostgres, rds: PrivateRedis, moto: MotoServer,
+        drainer: Any) -> None:
+    # The deliveries of a replay are committed, then their enqueue fails: only the sweep sends them.
+    stack = stack_factory("web", "persist", "deliver", "scheduler",
+                          EC_DELIVERY_SWEEP_AFTER_SECONDS="10")
+    tenant, headers = create_tenant(stack)
+    queue, sub_id = sqs_subscription(stack, headers, moto)
+    drain = drainer(queue)
+    n = max(50, SCALE["events"] // 20)
+    ledger = Ledger()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    post_until_accepted(stack.base, headers, [f"sw-{i}-{uuid.uuid4().hex[:6]}" for i in range(n)],
+                        ledger)
+    first = check(pg, tenant, ledger, drain)
+    assert first["delivered_twice"] == 0
+    # When Redis goes away between the replay's commit and its enqueue
+    rds.stop()
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+    r = requests.post(f"{stack.base}/api/v1/event-subscription/{sub_id}/replay", headers=headers,
+                      json={"since": since, "until": until}, timeout=30)
+    # Then the replay is accepted as deferred: recorded, not enqueued (a retry would replay twice)
+    assert r.status_code == 202 and r.json() == {"queued": len(ledger.accepted()),
+                                                 "deferred": True}, r.text
+    rds.start()
+    back = time.monotonic()
+    # And the scheduler's sweep re-enqueues the pending replays and each event arrives again
+    accepted = ledger.accepted()
+    deadline = back + PATIENCE
+    while time.monotonic() < deadline:
+        seen = drain.wait_for(accepted, timeout=1)
+        if all(seen.get(i, 0) >= 2 for i in accepted):
+            break
+    again = sum(1 for i in accepted if seen.get(i, 0) >= 2)
+    assert again == len(accepted), f"{len(accepted) - again} replayed events never re-sent"
+    report("replay_swept", replayed=len(accepted), answered=r.status_code,
+           received_again=again, swept_after_restart_s=round(time.monotonic() - back, 1))

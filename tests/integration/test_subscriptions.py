@@ -302,7 +302,7 @@ def test_deactivated_subscription_receives_nothing_and_replay_redelivers(stack: 
     end = datetime.now(UTC) + timedelta(seconds=1)
     replay = a.client.post(f"/api/v1/event-subscription/{sub['id']}/replay", headers=a.headers(),
                            json={"since": start.isoformat(), "until": end.isoformat()})
-    assert replay.status_code == 202 and replay.json == {"queued": 3}
+    assert replay.status_code == 202 and replay.json == {"queued": 3, "deferred": False}
     _settle(stack)
     got = _receive(stack["sqs"], direct, expect=3)
     assert sorted(json.loads(m["Body"])["id"] for m in got) == sorted(ids)

@@ -612,7 +612,7 @@ def test_replay_sends_the_matching_stored_events_in_the_range(acme: Caller, stub
     resp = _replay(acme, sub["id"], since, until)
     # Then the three matching events are queued and sent, in order, as replays
     assert resp.status_code == 202, resp.get_data(as_text=True)
-    assert resp.get_json() == {"queued": 3}
+    assert resp.get_json() == {"queued": 3, "deferred": False}
     settle(app)
     assert sent_event_ids(stub) == ["evt-in-0", "evt-in-1", "evt-in-2"]
     for _, message in stub.sent:
@@ -622,7 +622,7 @@ def test_replay_sends_the_matching_stored_events_in_the_range(acme: Caller, stub
     assert succeeded(acme, sub["id"]) == 3
     # And a range with nothing in it queues nothing
     empty = _replay(acme, sub["id"], until, until + timedelta(hours=1))
-    assert empty.status_code == 202 and empty.get_json() == {"queued": 0}
+    assert empty.status_code == 202 and empty.get_json() == {"queued": 0, "deferred": False}
 
 
 @pytest.mark.parametrize("window", [
@@ -876,3 +876,42 @@ def test_the_scheduler_sweep_re_enqueues_deliveries_whose_message_was_lost(acme:
         runtime.broker.enqueue = plain_enqueue  # type: ignore[method-assign]
     assert sorted(i for m in enqueued for i in m) == sorted([lost, retrying])
     assert fresh not in [i for m in enqueued for i in m]
+
+
+def test_a_replay_whose_enqueue_fails_is_recorded_and_sent_by_the_sweep(
+        acme: Caller, stub: StubSender) -> None:
+    import redis
+
+    from scheduler.loop import sweep_once
+
+    app = acme.client.application
+    runtime = runtime_of(app)
+    sub = create(acme, sqs_body())
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    for i in range(2):
+        acme.post_event(order_event(id=f"evt-r{i}"))
+    settle(app)
+    assert sorted(sent_event_ids(stub)) == ["evt-r0", "evt-r1"]
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    plain_enqueue = runtime.broker.enqueue
+
+    def broker_down(message: Any, *, delay: Any = None) -> Any:
+        raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
+
+    # When the replay's enqueue finds the broker down
+    runtime.broker.enqueue = broker_down  # type: ignore[method-assign]
+    try:
+        resp = _replay(acme, sub["id"], since, until)
+    finally:
+        runtime.broker.enqueue = plain_enqueue  # type: ignore[method-assign]
+    # Then it is accepted as deferred (retrying would replay the range twice), nothing sent yet
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    assert resp.get_json() == {"queued": 2, "deferred": True}
+    settle(app)
+    assert len(stub.sent) == 2
+    # And once overdue, the scheduler's sweep sends both replays
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    assert sweep_once(runtime.sessions, runtime.broker, later, older_than=600) == 2
+    settle(app)
+    replays = [m for _, m in stub.sent if ":replay:" in (m.deduplication_id or "")]
+    assert sorted(m.attributes["event_id"] for m in replays) == ["evt-r0", "evt-r1"]

@@ -630,6 +630,41 @@ def test_run_now_on_an_unscheduled_active_job_runs_it(acme: Caller, stub: StubMa
     assert len(stub.requests) == 1
 
 
+def test_run_now_whose_enqueue_fails_is_deferred_and_sent_by_the_scheduler(
+        acme: Caller, stub: StubMailer) -> None:
+    import redis
+
+    from scheduler.loop import tick_once
+
+    post_events(acme, wishlist("w-1", customer("c-1"), [item("p-1")]))
+    create_job(acme, id="job-later", is_scheduled=False)
+    runtime = runtime_of(acme.client.application)
+    plain_enqueue = runtime.broker.enqueue
+
+    def broker_down(message: Any, *, delay: Any = None) -> Any:
+        raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
+
+    # When the run's enqueue finds the broker down
+    runtime.broker.enqueue = broker_down
+    try:
+        resp = call(acme, "POST", f"{BASE}/job-later/run")
+    finally:
+        runtime.broker.enqueue = plain_enqueue
+    # Then it is accepted as deferred (retrying would start a second run) and nothing is mailed
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["status"] == "deferred"
+    settle(acme.client.application)
+    assert stub.requests == []
+    # And the scheduler re-sends the unsent run once it is stale: one mail, one run
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    assert tick_once(runtime.sessions, runtime.broker, later, resend_after=30) == [body["run_id"]]
+    run = wait_for_run(acme, "job-later", int(body["run_id"]))
+    assert (run["status"], run["sent"]) == ("done", 1)
+    assert len(stub.requests) == 1
+    assert [r["id"] for r in runs_of(acme, "job-later")] == [body["run_id"]]
+
+
 # --- auth and tenants ------------------------------------------------------------------------
 
 def _every_route(job_id: str) -> list[tuple[str, str, Any]]:
