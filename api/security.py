@@ -12,7 +12,7 @@ from flask import current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError
-from broker.ratelimit import retry_after_header
+from broker.ratelimit import Charge, RateLimited, retry_after_header
 from store.auth import InvalidToken, Principal, rate_limits, verify_token
 from store.domain import TENANT_PATTERN
 
@@ -25,8 +25,9 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
 
 
-def authenticate(scope: str, *, tenant_header: bool) -> Principal:
-    """Return the caller's principal or raise ApiError 401/400/403."""
+def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) -> Principal:
+    """Return the caller's principal or raise ApiError 401/400/403 (429 when ``charge_now``
+    and the tenant is over its rate limit)."""
     header = request.headers.get("Authorization", "")
     kind, _, token = header.partition(" ")
     if kind.lower() != "bearer" or not token.strip():
@@ -49,7 +50,8 @@ def authenticate(scope: str, *, tenant_header: bool) -> Principal:
                            f"the token does not belong to the tenant named in {TENANT_HEADER}")
     if scope not in principal.scopes:
         raise ApiError(403, "insufficient_scope", f"the token lacks the '{scope}' scope")
-    charge(principal.tenant, 1)
+    if charge_now:
+        charge(principal.tenant, 1)
     return principal
 
 
@@ -74,29 +76,62 @@ def _tenant_limits(tenant: str) -> tuple[float, int]:
     return float(rate), int(cached[2] if cached[2] is not None else settings.rate_limit_burst)
 
 
-def charge(tenant: str, cost: int) -> None:
-    """Take ``cost`` requests from the tenant's bucket or raise 429 with Retry-After."""
-    runtime = current_app.extensions["ec.runtime"]
-    if runtime.limiter is None:
-        return
+def tenant_charge(tenant: str, cost: int) -> Charge | None:
+    """What ``cost`` requests cost the tenant, or None when it is not rate limited."""
+    if current_app.extensions["ec.runtime"].limiter is None:
+        return None
     rate, burst = _tenant_limits(tenant)
     if rate <= 0:
+        return None
+    return Charge(tenant, cost, rate, max(burst, cost))
+
+
+def too_many_requests(exc: RateLimited) -> ApiError:
+    return ApiError(429, "rate_limited", f"tenant {exc.charge.tenant!r} is over its rate limit "
+                    f"({exc.charge.rate:g} requests/s)",
+                    headers={"Retry-After": retry_after_header(exc.retry_after)})
+
+
+def charge(tenant: str, cost: int) -> None:
+    """Take ``cost`` requests from the tenant's bucket or raise 429 with Retry-After."""
+    due = tenant_charge(tenant, cost)
+    if due is None:
         return
-    verdict = runtime.limiter.take(tenant, cost, rate, max(burst, cost))
+    verdict = current_app.extensions["ec.runtime"].limiter.take(tenant, cost, due.rate, due.burst)
     if not verdict.allowed:
-        raise ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit "
-                       f"({rate:g} requests/s)",
-                       headers={"Retry-After": retry_after_header(verdict.retry_after)})
+        raise too_many_requests(RateLimited(due, verdict.retry_after))
 
 
-def require(scope: str, *, tenant_header: bool = True) -> Callable[[F], F]:
-    """Decorate a view: authenticate, then expose the principal as ``g.principal``."""
+def claim_intake_charge() -> Charge | None:
+    """The request's rate-limit charge, for a view declared ``require(..., charge_in_intake=True)``
+    to pass to the intake (which takes it in the same Redis call that accepts the events)."""
+    return g.pop("intake_charge", None)
+
+
+def require(scope: str, *, tenant_header: bool = True,
+            charge_in_intake: bool = False) -> Callable[[F], F]:
+    """Decorate a view: authenticate, then expose the principal as ``g.principal``.
+
+    Every request costs one from the tenant's rate-limit bucket. With ``charge_in_intake`` the
+    view hands the charge to the intake (``claim_intake_charge``), saving a Redis round trip; a
+    request that ends before reaching the intake (e.g. a 400) is charged on the way out.
+    """
 
     def decorate(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.principal = authenticate(scope, tenant_header=tenant_header)
-            return view(*args, **kwargs)
+            g.principal = authenticate(scope, tenant_header=tenant_header,
+                                       charge_now=not charge_in_intake)
+            if not charge_in_intake:
+                return view(*args, **kwargs)
+            g.intake_charge = tenant_charge(g.principal.tenant, 1)
+            try:
+                return view(*args, **kwargs)
+            finally:
+                unpaid = g.pop("intake_charge", None)
+                if unpaid is not None:
+                    current_app.extensions["ec.runtime"].limiter.take(
+                        unpaid.tenant, unpaid.cost, unpaid.rate, unpaid.burst)
 
         return wrapper  # type: ignore[return-value]
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from broker.ratelimit import Charge
+
 
 class IntakeUnavailable(Exception):
     """The broker could not be reached: nothing was accepted, the client should retry."""
@@ -40,8 +42,13 @@ class Intake(abc.ABC):
     """
 
     @abc.abstractmethod
-    def accept(self, tenant: str, items: list[Pending]) -> list[IntakeResult]:
-        """Accept ``items`` in order; raise IntakeUnavailable when the broker is unreachable."""
+    def accept(self, tenant: str, items: list[Pending],
+               charge: Charge | None = None) -> list[IntakeResult]:
+        """Accept ``items`` in order; raise IntakeUnavailable when the broker is unreachable.
+
+        With ``charge``, first take it from the tenant's rate-limit bucket in the same step;
+        raise RateLimited (nothing accepted) when the bucket cannot pay.
+        """
 
     @abc.abstractmethod
     def lookup(self, tenant: str, event_id: str) -> dict[str, Any] | None:

@@ -20,33 +20,63 @@ class Verdict:
     retry_after: float = 0.0  # seconds until the cost would fit
 
 
+@dataclass(frozen=True)
+class Charge:
+    """``cost`` requests to take from ``tenant``'s bucket (``rate`` per second, ``burst`` max)."""
+
+    tenant: str
+    cost: int
+    rate: float
+    burst: int
+
+
+class RateLimited(Exception):
+    """The tenant's bucket could not pay for the request: nothing was done."""
+
+    def __init__(self, charge: Charge, retry_after: float) -> None:
+        super().__init__(f"tenant {charge.tenant!r} is over its rate limit")
+        self.charge = charge
+        self.retry_after = retry_after
+
+
+def bucket_key(tenant: str) -> str:
+    return f"ec:rate:{tenant}"
+
+
 class RateLimiter(abc.ABC):
     @abc.abstractmethod
     def take(self, tenant: str, cost: int, rate: float, burst: int) -> Verdict:
         """Take ``cost`` tokens from the tenant's bucket (``rate`` per second, ``burst`` max)."""
 
 
-# KEYS: bucket.  ARGV: rate, burst, cost.  Server time, so web hosts' clocks do not matter.
-_BUCKET_LUA = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
-local wait = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  wait = (cost - tokens) / rate
+# The token bucket as a Lua function, also called from the intake's script (one round trip per
+# ingest request). Server time, so web hosts' clocks do not matter. Returns allowed (0/1), wait.
+BUCKET_LUA_FUNCTION = """
+local function take_tokens(key, rate, burst, cost)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  local allowed = 0
+  local wait = 0
+  if tokens >= cost then
+    tokens = tokens - cost
+    allowed = 1
+  else
+    wait = (cost - tokens) / rate
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(burst / rate) + 10)
+  return allowed, wait
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 10)
+"""
+
+# KEYS: bucket.  ARGV: rate, burst, cost.
+_BUCKET_LUA = BUCKET_LUA_FUNCTION + """
+local allowed, wait = take_tokens(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
+                                  tonumber(ARGV[3]))
 return {allowed, tostring(wait)}
 """
 
@@ -59,7 +89,7 @@ class RedisRateLimiter(RateLimiter):
 
     def take(self, tenant: str, cost: int, rate: float, burst: int) -> Verdict:
         try:
-            allowed, wait = self._script(keys=[f"ec:rate:{tenant}"], args=[rate, burst, cost])
+            allowed, wait = self._script(keys=[bucket_key(tenant)], args=[rate, burst, cost])
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             log.warning("rate limiter unavailable: allowing")
             return Verdict(True)

@@ -91,14 +91,17 @@ def build_redis(settings: Settings) -> Any:
     )
 
 
-def build_intake(settings: Settings, broker: dramatiq.Broker, client: Any = None) -> Intake:
+def build_intake(settings: Settings, broker: dramatiq.Broker, client: Any = None,
+                 limiter: RateLimiter | None = None) -> Intake:
+    """The Redis intake charges the rate limit in its own Lua call; the in-memory one uses
+    ``limiter``."""
     if settings.redis_url:
         from broker.intakes.redis import RedisIntake
 
         return RedisIntake(client or build_redis(settings), settings.intake_ttl_seconds)
     from broker.intakes.memory import MemoryIntake
 
-    return MemoryIntake(broker, settings.intake_ttl_seconds)
+    return MemoryIntake(broker, settings.intake_ttl_seconds, limiter)
 
 
 def build_senders() -> dict[str, Sender]:
@@ -132,14 +135,15 @@ def build_runtime(
     engine = make_engine(settings.database_url)
     broker = broker if broker is not None else build_broker(settings)
     client = build_redis(settings)
+    limiter = RedisRateLimiter(client) if client is not None else MemoryRateLimiter()
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
         broker=broker,
-        intake=build_intake(settings, broker, client),
+        intake=build_intake(settings, broker, client, limiter),
         redis_client=client,
-        limiter=RedisRateLimiter(client) if client is not None else MemoryRateLimiter(),
+        limiter=limiter,
         box=SecretBox(settings.secret_key),
         senders=senders if senders is not None else build_senders(),
         retry_policy=RetryPolicy(

@@ -12,8 +12,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, is_malformed_json, json_response, validation_details
 from api.observability import INGESTED
-from api.security import require
-from broker.intake import Outcome
+from api.security import claim_intake_charge, require, too_many_requests
+from broker.intake import IntakeResult, Outcome
+from broker.ratelimit import RateLimited
 from config import logging as logctx
 from ingest.service import accept_events
 from store.domain import EventIn, entity_event_problems
@@ -56,8 +57,19 @@ def _location(event_id: str) -> str:
     return f"/api/v1/events/{event_id}"
 
 
+def _accept(events: list[EventIn]) -> list[IntakeResult]:
+    """One intake call: the rate-limit charge, the ids and the enqueue (429 when over limit)."""
+    runtime = current_app.extensions["ec.runtime"]
+    tenant = g.principal.tenant
+    try:
+        return accept_events(runtime.intake, tenant, events, stored=_stored_lookup(tenant),
+                             charge=claim_intake_charge())
+    except RateLimited as exc:
+        raise too_many_requests(exc) from None
+
+
 @bp.post("/api/v1/events")
-@require("events:write")
+@require("events:write", charge_in_intake=True)
 def create_event() -> Response:
     runtime = current_app.extensions["ec.runtime"]
     body = _body(runtime.settings.max_event_bytes)
@@ -74,11 +86,10 @@ def create_event() -> Response:
     if problems:
         INGESTED.labels("rejected").inc()
         raise ApiError(400, "invalid_event", "the event is invalid", problems)
-    tenant = g.principal.tenant
     corr = event.event_payload.key_attributes.get("correlationId")
     if corr:
         logctx.correlation_id.set(corr)
-    [result] = accept_events(runtime.intake, tenant, [event], stored=_stored_lookup(tenant))
+    [result] = _accept([event])
     INGESTED.labels(result.outcome.value).inc()
     document = result.document
     if result.outcome is Outcome.CONFLICT:
@@ -93,7 +104,7 @@ def create_event() -> Response:
 
 
 @bp.post("/api/v1/events/batch")
-@require("events:write")
+@require("events:write", charge_in_intake=True)
 def create_events_batch() -> Response:
     runtime = current_app.extensions["ec.runtime"]
     settings = runtime.settings
@@ -147,8 +158,7 @@ def create_events_batch() -> Response:
     counts = {"accepted": 0, "duplicates": 0, "conflicts": 0,
               "rejected": len(items) - len(valid)}
     if valid:
-        tenant = g.principal.tenant
-        accepted = accept_events(runtime.intake, tenant, valid, stored=_stored_lookup(tenant))
+        accepted = _accept(valid)
         for index, result in zip(positions, accepted, strict=True):
             doc = result.document
             if result.outcome is Outcome.ACCEPTED:

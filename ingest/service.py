@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.intake import Intake, IntakeResult, Outcome, Pending
+from broker.ratelimit import Charge
 from store.domain import EventIn, body_hash, event_document, new_event_id
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,16 @@ def prepare(event: EventIn, received_at: datetime) -> Pending:
 
 
 def accept_events(
-    intake: Intake, tenant: str, events: list[EventIn], *, stored: StoredLookup | None = None
+    intake: Intake, tenant: str, events: list[EventIn], *, stored: StoredLookup | None = None,
+    charge: Charge | None = None,
 ) -> list[IntakeResult]:
     """Accept ``events`` for ``tenant``; results are in input order.
 
     Client-chosen ids already stored (older than the intake's memory) are answered from the
     store: same body → DUPLICATE, other body → CONFLICT. Everything else goes to the broker in
-    one round trip. Raises IntakeUnavailable (nothing accepted) when the broker is unreachable.
+    one round trip, which also takes ``charge`` from the tenant's rate limit. Raises
+    IntakeUnavailable (nothing accepted) when the broker is unreachable and RateLimited (nothing
+    accepted) when the tenant's bucket cannot pay.
     """
     now = datetime.now(UTC)
     pending = [prepare(e, now) for e in events]
@@ -46,7 +50,8 @@ def accept_events(
         else:
             outcome = Outcome.DUPLICATE if seen[0] == item.body_hash else Outcome.CONFLICT
             results[i] = IntakeResult(outcome, seen[1])
-    if fresh:
-        for i, result in zip(fresh, intake.accept(tenant, [pending[i] for i in fresh]), strict=True):
+    if fresh or charge is not None:
+        accepted = intake.accept(tenant, [pending[i] for i in fresh], charge)
+        for i, result in zip(fresh, accepted, strict=True):
             results[i] = result
     return [r for r in results if r is not None]

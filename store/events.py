@@ -44,9 +44,11 @@ def _row_values(tenant: str, doc: dict[str, Any], now: datetime) -> dict[str, An
     }
 
 
-# One array per column: the statement text stays the same whatever the batch size, so the
-# driver does not re-parse a statement with thousands of placeholders for every batch (the
-# multi-row VALUES form spent two thirds of the persist pool's CPU there; see bench/NOTES.md).
+# All rows travel as one JSON parameter that PostgreSQL expands with json_to_recordset: the
+# statement text is the same whatever the batch size (the multi-row VALUES form had thousands of
+# placeholders that the driver re-parsed on every execute: two thirds of the persist pool's CPU),
+# and orjson encodes a whole batch in one C call (one text array per column spent half the pool's
+# CPU in psycopg's Python array dumper; see bench/NOTES.md).
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("tenant", "text"), ("event_id", "text"), ("entity_id", "text"), ("entity_name", "text"),
     ("event_source", "text"), ("event_type", "text"), ("operation", "text"),
@@ -54,21 +56,19 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("key_attributes", "jsonb"), ("correlation_id", "text"), ("body_hash", "text"),
     ("received_at", "timestamptz"), ("stored_at", "timestamptz"),
 )
-_UNNEST_INSERT = text(
-    f"INSERT INTO events ({', '.join(c for c, _ in _COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _COLUMNS)}) "
+_NAMES = ", ".join(c for c, _ in _COLUMNS)
+_RECORDSET_INSERT = text(
+    f"INSERT INTO events ({_NAMES}) SELECT {_NAMES} "
+    f"FROM json_to_recordset(CAST(:rows AS json)) "
+    f"AS r({', '.join(f'{c} {t}' for c, t in _COLUMNS)}) "
     "ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id"
 )
 
 
-def _insert_unnest(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    params: dict[str, list[Any]] = {c: [] for c, _ in _COLUMNS}
-    for row in rows:
-        for column, _ in _COLUMNS:
-            value = row[column]
-            params[column].append(orjson.dumps(value).decode() if column == "key_attributes"
-                                  else value)
-    return {r[0] for r in session.execute(_UNNEST_INSERT, params)}
+def _insert_recordset(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    # orjson writes datetimes as RFC 3339, which timestamptz reads back exactly.
+    payload = orjson.dumps(rows).decode()
+    return {r[0] for r in session.execute(_RECORDSET_INSERT, {"rows": payload})}
 
 
 def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) -> list[str]:
@@ -88,7 +88,7 @@ def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) 
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQ_LOCK_KEY})
-        inserted = _insert_unnest(session, rows)
+        inserted = _insert_recordset(session, rows)
     else:
         stmt = sqlite_insert(EventRecord).on_conflict_do_nothing(
             index_elements=["tenant", "event_id"]

@@ -10,6 +10,7 @@ import dramatiq
 
 from broker.intake import Intake, IntakeResult, IntakeUnavailable, Outcome, Pending
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
+from broker.ratelimit import Charge, RateLimited, RateLimiter
 
 
 class MemoryIntake(Intake):
@@ -18,11 +19,14 @@ class MemoryIntake(Intake):
     Attributes:
         broker: usually a ``StubBroker`` consumed by a worker thread in the same process.
         ttl_seconds: how long an accepted id is remembered.
+        limiter: the process's rate limiter, charged by ``accept`` (None: no limit).
     """
 
-    def __init__(self, broker: dramatiq.Broker, ttl_seconds: int) -> None:
+    def __init__(self, broker: dramatiq.Broker, ttl_seconds: int,
+                 limiter: RateLimiter | None = None) -> None:
         self.broker = broker
         self.ttl_seconds = ttl_seconds
+        self.limiter = limiter
         self._seen: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         broker.declare_queue(PERSIST_QUEUE)
@@ -32,7 +36,13 @@ class MemoryIntake(Intake):
             for key in [k for k, v in self._seen.items() if v[0] < now]:
                 del self._seen[key]
 
-    def accept(self, tenant: str, items: list[Pending]) -> list[IntakeResult]:
+    def accept(self, tenant: str, items: list[Pending],
+               charge: Charge | None = None) -> list[IntakeResult]:
+        if charge is not None and charge.rate > 0 and self.limiter is not None:
+            verdict = self.limiter.take(tenant, charge.cost, charge.rate,
+                                        max(charge.burst, charge.cost))
+            if not verdict.allowed:
+                raise RateLimited(charge, verdict.retry_after)
         now = time.monotonic()
         results: list[IntakeResult] = []
         accepted: list[dict[str, Any]] = []

@@ -1,4 +1,5 @@
-"""Redis intake: one Lua call claims each event id and enqueues one Dramatiq message.
+"""Redis intake: one Lua call charges the tenant's rate limit, claims each event id and enqueues
+one Dramatiq message.
 
 The message is written exactly as ``dramatiq.brokers.redis.RedisBroker.enqueue`` writes it (the
 message hash ``<ns>:<queue>.msgs`` plus the id pushed on ``<ns>:<queue>``), so the standard
@@ -17,22 +18,32 @@ import redis
 
 from broker.intake import Intake, IntakeResult, IntakeUnavailable, Outcome, Pending
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
+from broker.ratelimit import BUCKET_LUA_FUNCTION, Charge, RateLimited, bucket_key
 
 _PLACEHOLDER = "__EC_EVENTS__"
 
-# KEYS: queue list, queue message hash.
-# ARGV: ttl, key prefix, redis message id, message prefix, message suffix, then per event
-#       (id, hash, document json).  Returns per event {code, document}: 0 new, 1 same, 2 conflict.
-_ACCEPT_LUA = """
+# KEYS: queue list, queue message hash, the tenant's rate-limit bucket.
+# ARGV: ttl, key prefix, redis message id, message prefix, message suffix, rate (0: no charge),
+#       burst, cost, then per event (id, hash, document json).
+# Returns per event {code, document}: 0 new, 1 same, 2 conflict; or {{-1, wait}} when the bucket
+# cannot pay (nothing accepted).
+_ACCEPT_LUA = BUCKET_LUA_FUNCTION + """
 local ttl = tonumber(ARGV[1])
 local prefix = ARGV[2]
+local rate = tonumber(ARGV[6])
+if rate > 0 then
+  local allowed, wait = take_tokens(KEYS[3], rate, tonumber(ARGV[7]), tonumber(ARGV[8]))
+  if allowed == 0 then
+    return {{-1, tostring(wait)}}
+  end
+end
 local results = {}
 local accepted = {}
-local n = (#ARGV - 5) / 3
+local n = (#ARGV - 8) / 3
 for i = 0, n - 1 do
-  local id = ARGV[6 + 3 * i]
-  local h = ARGV[7 + 3 * i]
-  local doc = ARGV[8 + 3 * i]
+  local id = ARGV[9 + 3 * i]
+  local h = ARGV[10 + 3 * i]
+  local doc = ARGV[11 + 3 * i]
   local key = prefix .. id
   local existing = redis.call("GET", key)
   if existing then
@@ -93,19 +104,26 @@ class RedisIntake(Intake):
             raise RuntimeError("cannot build the persist message envelope")
         return head, tail
 
-    def accept(self, tenant: str, items: list[Pending]) -> list[IntakeResult]:
-        if not items:
+    def accept(self, tenant: str, items: list[Pending],
+               charge: Charge | None = None) -> list[IntakeResult]:
+        if not items and charge is None:
             return []
         redis_message_id = str(uuid.uuid4())
         head, tail = self._envelope(tenant, redis_message_id)
-        docs = [orjson.dumps(item.document) for item in items]
         argv: list[Any] = [self.ttl_seconds, self._key_prefix(tenant), redis_message_id, head, tail]
-        for item, doc in zip(items, docs, strict=True):
-            argv.extend((item.document["id"], item.body_hash, doc))
+        if charge is not None and charge.rate > 0:
+            argv.extend((charge.rate, max(charge.burst, charge.cost), charge.cost))
+        else:
+            argv.extend((0, 0, 0))
+        for item in items:
+            argv.extend((item.document["id"], item.body_hash, orjson.dumps(item.document)))
         try:
-            raw = self._script(keys=[self._queue_key, self._msgs_key], args=argv)
+            raw = self._script(keys=[self._queue_key, self._msgs_key, bucket_key(tenant)],
+                               args=argv)
         except _REDIS_DOWN as exc:
             raise IntakeUnavailable(f"broker unavailable: {type(exc).__name__}") from None
+        if charge is not None and raw and int(raw[0][0]) == -1:
+            raise RateLimited(charge, float(raw[0][1]))
         results = []
         for item, (code, existing) in zip(items, raw, strict=True):
             if code == 0:

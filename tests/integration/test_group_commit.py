@@ -97,3 +97,28 @@ def test_an_id_in_two_messages_is_stored_once(runtime: Runtime) -> None:
     results = _submit_all(group, [(tenant, [same]), (tenant, [same]), (tenant, [same])])
     assert sorted(r[0] for r in results) == [0, 0, 1]
     assert _stored(runtime, tenant) == 1
+
+
+def test_stored_documents_read_back_exactly_on_postgresql(runtime: Runtime) -> None:
+    # The batched insert sends every row as one JSON parameter: awkward values must survive it.
+    from store.events import get_event, save_events, to_document
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    awkward = order_event(id="evt-awkward", entity_id=None)
+    awkward["event_payload"]["key_attributes"] = {
+        "correlationId": "c-ü-€-😀", "quote": 'say "hi"\\n', "json": "{\"a\": [1, 2.5, null]}",
+        "empty": ""}
+    fault = order_event(id="evt-fault", event_type="FAULT")
+    docs = [prepare(EventIn.model_validate(e), datetime.now(UTC)).document
+            for e in (awkward, fault, order_event(id="evt-plain"))]
+    with runtime.sessions() as session:
+        assert save_events(session, tenant, docs + [docs[0]]) == [d["id"] for d in docs]
+        session.commit()
+    with runtime.sessions() as session:
+        # A second save inserts nothing twice
+        assert save_events(session, tenant, docs) == []
+        session.commit()
+        for doc in docs:
+            row = get_event(session, tenant, doc["id"])
+            assert row is not None and to_document(row) == doc
+    assert _stored(runtime, tenant) == 3

@@ -297,3 +297,79 @@ def test_pagination_on_postgres_skips_and_repeats_nothing_while_events_arrive(
     finally:
         worker.stop()
         runtime.close()
+
+
+def _set_limits(runtime: Any, tenant: str, per_second: float, burst: int) -> None:
+    from store.models import Tenant
+
+    with runtime.sessions() as session:
+        session.query(Tenant).filter(Tenant.name == tenant).update(
+            {Tenant.rate_per_second: per_second, Tenant.rate_burst: burst})
+        session.commit()
+
+
+def test_the_rate_limit_is_shared_by_web_processes_and_costs_no_extra_round_trip(
+        pg_url: str, tmp_path: Path) -> None:
+    # Given two web processes (two runtimes) on one private Redis, and a tenant allowed a burst
+    # of 4 requests refilled at one per 100 s; another tenant with the default limits
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    tenant, other = f"rl-{uuid.uuid4().hex[:6]}", f"rl-{uuid.uuid4().hex[:6]}"
+    apps = [_app(make_settings(pg_url, server.url)) for _ in range(2)]
+    for name in (tenant, other):
+        _ensure_tenant(apps[0][1], name)
+    _set_limits(apps[0][1], tenant, 0.01, 4)
+    callers = [Caller(app.test_client(), tenant, mint(tenant)) for app, _ in apps]
+    stats = redis.Redis.from_url(server.url)
+    try:
+        for app, _ in apps:  # each process loads its script once
+            warm = Caller(app.test_client(), other, mint(other))
+            assert warm.post_event(order_event()).status_code == 201
+        stats.config_resetstat()
+        # When five single events are posted, alternating between the processes
+        answers = [callers[i % 2].post_event(order_event(id=f"rl-{i}")) for i in range(5)]
+        # Then the first four are accepted and the fifth is a 429 with Retry-After
+        assert [a.status_code for a in answers] == [201, 201, 201, 201, 429]
+        limited = answers[4]
+        assert limited.json["error"]["code"] == "rate_limited"
+        assert int(limited.headers["Retry-After"]) >= 1
+        # And each POST cost one Redis call: the charge (HMGET of the bucket) rides in the
+        # intake's script (commands a script runs are counted too, hence the list)
+        commands = {k.removeprefix("cmdstat_"): v["calls"] for k, v in
+                    stats.info("commandstats").items()}
+        assert commands.get("evalsha") == 5 and commands.get("hmget") == 5, commands
+        in_scripts = {"time", "hmget", "hset", "expire", "get", "set", "rpush"}
+        assert set(commands) <= in_scripts | {"evalsha", "info", "config|resetstat"}, commands
+        # And the refused event was not accepted (reads are charged too, so ask Redis)
+        assert stats.exists(f"ec:intake:{tenant}:rl-3") == 1
+        assert stats.exists(f"ec:intake:{tenant}:rl-4") == 0
+        assert stats.llen(f"dramatiq:{PERSIST_QUEUE}") == 4 + 2  # + the two warm-up events
+        # And a batch, and an invalid body, are refused too (every request costs one)
+        batch = callers[1].client.post("/api/v1/events/batch", headers=callers[1].headers(),
+                                       json={"events": [order_event(id="rl-b")]})
+        assert batch.status_code == 429, batch.json
+        # And another tenant is not affected
+        fine = Caller(apps[0][0].test_client(), other, mint(other))
+        assert fine.post_event(order_event(id="rl-other")).status_code == 201
+    finally:
+        for _, runtime in apps:
+            runtime.close()
+        server.stop()
+
+
+def test_requests_that_never_reach_the_intake_are_charged_too(pg_url: str, redis_url: str) -> None:
+    # Given a tenant allowed a burst of 2 requests
+    tenant = f"rl-{uuid.uuid4().hex[:6]}"
+    app, runtime = _app(make_settings(pg_url, redis_url))
+    _ensure_tenant(runtime, tenant)
+    _set_limits(runtime, tenant, 0.01, 2)
+    caller = Caller(app.test_client(), tenant, mint(tenant))
+    try:
+        # When two invalid bodies are posted (each a 400, not a 429)
+        for body in ({"bad": 1}, {"events": "no"}):
+            assert caller.client.post("/api/v1/events", headers=caller.headers(),
+                                      json=body).status_code == 400
+        # Then the bucket is empty: a valid event is refused
+        assert caller.post_event(order_event()).status_code == 429
+    finally:
+        runtime.close()

@@ -776,3 +776,18 @@ def test_broker_down_is_a_503_with_retry_after_and_nothing_is_accepted(
     # Then the event is accepted as new (201, not a 200 for an event that was never enqueued)
     assert retry.status_code == 201
     assert stored_total(acme) == 1
+
+
+def test_embedded_rate_limit_refuses_without_accepting(tmp_path: Path) -> None:
+    # Given the embedded app (in-memory intake and limiter) with a burst of 2 requests
+    with running_app(tmp_path / "rl.db", rate_limit_per_second=0.001, rate_limit_burst=2) as app:
+        intake = app.extensions["ec.runtime"].intake
+        caller = Caller(app.test_client(), "acme", mint("acme"))
+        # When three events are posted
+        answers = [caller.post_event(order_event(id=f"e-{i}")) for i in range(3)]
+        # Then the third is a 429 with Retry-After and was not accepted
+        assert [a.status_code for a in answers] == [201, 201, 429]
+        assert answers[2].get_json()["error"]["code"] == "rate_limited"
+        assert int(answers[2].headers["Retry-After"]) >= 1
+        assert intake.lookup("acme", "e-2") is None
+        assert intake.lookup("acme", "e-1") is not None
