@@ -426,9 +426,50 @@ def b5(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
     ]
 
 
+def _moto_ceiling(stack: Stack, seconds: float, producers: int = 4) -> tuple[float, float]:
+    """What moto itself sustains with the same receivers and nothing else running: producer
+    threads sending SendMessageBatch (10) as fast as they can into a fresh queue for
+    ``seconds``; returns messages sent per second and received per second (until the queue is
+    drained, at most 30 s more). No product code involved."""
+    sqs = stack.moto.client()
+    url = sqs.create_queue(QueueName=f"bench-ceiling-{int(time.time())}")["QueueUrl"]
+    receiver = SqsReceiver(stack, url)
+    template = orjson.dumps(order_event()).decode()
+    sent = [0] * producers
+    started = time.perf_counter()
+
+    def produce(k: int) -> None:
+        client = stack.moto.client()
+        while time.perf_counter() - started < seconds:
+            entries = [{"Id": str(j), "MessageBody": template.replace(
+                "@SEQ@", f"ceiling-{k}-{sent[k] + j}")} for j in range(10)]
+            client.send_message_batch(QueueUrl=url, Entries=entries)
+            sent[k] += 10
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    send_rate = sum(sent) / (time.perf_counter() - started)
+    deadline = time.monotonic() + 30
+    while receiver.count() < sum(sent) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    receive_rate = receiver.count() / (time.perf_counter() - started)
+    receiver.stop()
+    sqs.delete_queue(QueueUrl=url)
+    return send_rate, receive_rate
+
+
 def b6(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
     """Batched ingest offered above the target; the sustained rate is what gets stored and
     delivered per second in the steady part of the run (first quarter left out)."""
+    for kind in ("persist", "deliver"):  # moto's own ceiling first, with nothing else sending
+        if kind in stack.procs:
+            stack.stop(kind)
+    moto_sent, moto_received = _moto_ceiling(stack, min(20.0, scale.b6_seconds / 2))
+    log(f"B6: moto alone (4 plain producers, the same receivers): sent {moto_sent:.0f}/s, "
+        f"received {moto_received:.0f}/s")
     url = _pipeline(stack, "bench-b6")
     receiver = SqsReceiver(stack, url)  # a consumer, as in production (moto slows as it fills)
     per_request, offered = 100, 3_750
@@ -470,7 +511,9 @@ def b6(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
         "(2-core m5.large; not measured here)", sustained / 1_700, "≥ 3,000 events/s stored and "
         "delivered", sustained >= 3_000,
         f"stored {stored_rate:.0f}/s, delivered {delivered_rate:.0f}/s; {accepted} accepted; "
-        f"backlog at the end: {accepted - s1} to store, {s1 - d1} to deliver")]
+        f"backlog at the end: {accepted - s1} to store, {s1 - d1} to deliver; moto alone (4 "
+        f"threads sending SendMessageBatch as fast as they can, the same receivers, no product "
+        f"process running): sent {moto_sent:.0f}/s, received {moto_received:.0f}/s")]
 
 
 # B7 -------------------------------------------------------------------------------------
