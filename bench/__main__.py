@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {name}")
             try:
                 figures += ALL[name](stack, scale, log)
+                log("peak RSS so far (MB): " + ", ".join(
+                    f"{k} {v:.0f}" for k, v in sorted(stack.rss.peaks.items())))
             except Exception:  # noqa: BLE001 - reported, the other benchmarks still run
                 failures.append(f"{name}: {traceback.format_exc(limit=3)}")
                 log(f"{name} FAILED:\n{failures[-1]}")

@@ -65,10 +65,17 @@ _RECORDSET_INSERT = text(
 )
 
 
+# Rows per statement: bounds the JSON text (and its copies in the driver) a big group holds.
+_ROWS_PER_STATEMENT = 1000
+
+
 def _insert_recordset(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    # orjson writes datetimes as RFC 3339, which timestamptz reads back exactly.
-    payload = orjson.dumps(rows).decode()
-    return {r[0] for r in session.execute(_RECORDSET_INSERT, {"rows": payload})}
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        # orjson writes datetimes as RFC 3339, which timestamptz reads back exactly.
+        payload = orjson.dumps(rows[start:start + _ROWS_PER_STATEMENT]).decode()
+        inserted.update(r[0] for r in session.execute(_RECORDSET_INSERT, {"rows": payload}))
+    return inserted
 
 
 def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) -> list[str]:

@@ -457,3 +457,50 @@ def test_omitting_scope_grants_all_of_the_clients_scopes(
     # Then it gets a token for events:read
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert resp.get_json()["scope"] == "events:read"
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import store.auth
+
+    # Given a token valid for 60 s, verified once (and so remembered)
+    token = mint_token(SECRET, tenant="acme", client_id="x", scopes=frozenset(SCOPES),
+                       ttl_seconds=60)
+    assert verify_token(SECRET, token).tenant == "acme"
+    assert verify_token(SECRET, token).tenant == "acme"
+    # When the clock passes its expiry (and the 30 s tolerance)
+    later = time.time() + 60 + 31
+    monkeypatch.setattr(store.auth.time, "time", lambda: later)
+    # Then the remembered token is refused as expired and forgotten (PyJWT, which reads the
+    # real clock, checks it again from then on)
+    with pytest.raises(store.auth.InvalidToken, match="expired"):
+        verify_token(SECRET, token)
+    assert (SECRET, token) not in store.auth._VERIFIED
+
+
+def test_a_remembered_token_is_not_accepted_under_another_key_or_altered() -> None:
+    import store.auth
+
+    token = mint_token(SECRET, tenant="acme", client_id="x", scopes=frozenset(SCOPES),
+                       ttl_seconds=60)
+    assert verify_token(SECRET, token).tenant == "acme"
+    # Then the same token under another signing key is refused
+    with pytest.raises(store.auth.InvalidToken):
+        verify_token("another-signing-key-of-enough-length-0123456789", token)
+    # And a token with its signature altered is refused
+    head, payload, signature = token.split(".")
+    altered = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(store.auth.InvalidToken):
+        verify_token(SECRET, altered)
+
+
+def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import store.auth
+
+    monkeypatch.setattr(store.auth, "_VERIFIED_MAX", 3)
+    tokens = [mint_token(SECRET, tenant="acme", client_id=f"c{i}", scopes=frozenset(SCOPES),
+                         ttl_seconds=60) for i in range(5)]
+    for token in tokens:
+        verify_token(SECRET, token)
+    assert len(store.auth._VERIFIED) == 3
+    assert (SECRET, tokens[-1]) in store.auth._VERIFIED
+    assert (SECRET, tokens[0]) not in store.auth._VERIFIED
