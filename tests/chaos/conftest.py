@@ -231,6 +231,10 @@ class QueueDrainer:
     def __init__(self, moto: MotoServer, url: str, threads: int = 4) -> None:
         self.url = url
         self.seen: dict[str, int] = {}
+        # SQS message ids per event: two ids = the product sent the event twice; one id
+        # received twice = moto handing one message out again (its ReceiveMessage takes no
+        # lock, so concurrent receivers can both get a message).
+        self.message_ids: dict[str, set[str]] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.client = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.url,
@@ -252,6 +256,7 @@ class QueueDrainer:
                 event_id = json.loads(m["Body"])["id"]
                 with self.lock:
                     self.seen[event_id] = self.seen.get(event_id, 0) + 1
+                    self.message_ids.setdefault(event_id, set()).add(m["MessageId"])
                 entries.append({"Id": str(len(entries)), "ReceiptHandle": m["ReceiptHandle"]})
             if entries:
                 self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
@@ -267,6 +272,11 @@ class QueueDrainer:
         time.sleep(1)  # a duplicate in flight still counts
         with self.lock:
             return dict(self.seen)
+
+    def sent_twice(self) -> int:
+        """Events that reached the queue as more than one SQS message."""
+        with self.lock:
+            return sum(1 for ids in self.message_ids.values() if len(ids) > 1)
 
     def stop(self) -> None:
         self.stopped.set()
