@@ -50,6 +50,7 @@ def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) ->
                            f"the token does not belong to the tenant named in {TENANT_HEADER}")
     if scope not in principal.scopes:
         raise ApiError(403, "insufficient_scope", f"the token lacks the '{scope}' scope")
+    _refuse_if_throttled(principal.tenant)
     if charge_now:
         charge(principal.tenant, 1)
     return principal
@@ -86,7 +87,33 @@ def tenant_charge(tenant: str, cost: int) -> Charge | None:
     return Charge(tenant, cost, rate, max(burst, cost))
 
 
+def _throttled() -> dict[str, tuple[float, float]]:
+    """tenant → (monotonic time, rate), per app: once the bucket refused one of the tenant's
+    requests, this process refuses the tenant's requests until the refusal's Retry-After has
+    passed, without asking Redis or reading the body (tokens only refill with time, so none of
+    them could have been allowed). A throttled client costs a dict lookup, not a validated body.
+    """
+    return current_app.extensions.setdefault("ec.throttled", {})  # type: ignore[no-any-return]
+
+
+def _throttle(exc: RateLimited) -> None:
+    _throttled()[exc.charge.tenant] = (time.monotonic() + exc.retry_after, exc.charge.rate)
+
+
+def _refuse_if_throttled(tenant: str) -> None:
+    until = _throttled().get(tenant)
+    if until is None:
+        return
+    wait = until[0] - time.monotonic()
+    if wait <= 0:
+        _throttled().pop(tenant, None)
+        return
+    raise ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit "
+                   f"({until[1]:g} requests/s)", headers={"Retry-After": retry_after_header(wait)})
+
+
 def too_many_requests(exc: RateLimited) -> ApiError:
+    _throttle(exc)
     return ApiError(429, "rate_limited", f"tenant {exc.charge.tenant!r} is over its rate limit "
                     f"({exc.charge.rate:g} requests/s)",
                     headers={"Retry-After": retry_after_header(exc.retry_after)})
@@ -130,8 +157,10 @@ def require(scope: str, *, tenant_header: bool = True,
             finally:
                 unpaid = g.pop("intake_charge", None)
                 if unpaid is not None:
-                    current_app.extensions["ec.runtime"].limiter.take(
+                    verdict = current_app.extensions["ec.runtime"].limiter.take(
                         unpaid.tenant, unpaid.cost, unpaid.rate, unpaid.burst)
+                    if not verdict.allowed:  # this answer stands; the next ones are 429s
+                        _throttle(RateLimited(unpaid, verdict.retry_after))
 
         return wrapper  # type: ignore[return-value]
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import enqueue_deliveries
+from broker.dispatch import BrokerUnavailable, enqueue_deliveries
 from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from store.db import begin_write
 from store.events import save_events
@@ -33,7 +33,7 @@ def is_transient(exc: BaseException) -> bool:
     not enqueued; the retried message finds them still unattempted and enqueues them.
     """
     if isinstance(exc, OperationalError | PoolTimeout | redis.ConnectionError | redis.TimeoutError
-                  | dramatiq.errors.BrokerConnectionError):
+                  | dramatiq.errors.BrokerConnectionError | BrokerUnavailable):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

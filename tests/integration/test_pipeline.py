@@ -344,10 +344,16 @@ def test_the_rate_limit_is_shared_by_web_processes_and_costs_no_extra_round_trip
         assert stats.exists(f"ec:intake:{tenant}:rl-3") == 1
         assert stats.exists(f"ec:intake:{tenant}:rl-4") == 0
         assert stats.llen(f"dramatiq:{PERSIST_QUEUE}") == 4 + 2  # + the two warm-up events
-        # And a batch, and an invalid body, are refused too (every request costs one)
+        # And a batch is refused too (every request costs one)
         batch = callers[1].client.post("/api/v1/events/batch", headers=callers[1].headers(),
                                        json={"events": [order_event(id="rl-b")]})
         assert batch.status_code == 429, batch.json
+        # And once refused, a process refuses the tenant until Retry-After without asking Redis
+        stats.config_resetstat()
+        again = callers[0].client.post("/api/v1/events/batch", headers=callers[0].headers(),
+                                       json={"events": [order_event(id="rl-c")] * 2})
+        assert again.status_code == 429 and int(again.headers["Retry-After"]) >= 1
+        assert "cmdstat_evalsha" not in stats.info("commandstats")
         # And another tenant is not affected
         fine = Caller(apps[0][0].test_client(), other, mint(other))
         assert fine.post_event(order_event(id="rl-other")).status_code == 201
@@ -371,5 +377,8 @@ def test_requests_that_never_reach_the_intake_are_charged_too(pg_url: str, redis
                                       json=body).status_code == 400
         # Then the bucket is empty: a valid event is refused
         assert caller.post_event(order_event()).status_code == 429
+        # And from then on even an invalid body gets the 429 (it is not read)
+        assert caller.client.post("/api/v1/events", headers=caller.headers(),
+                                  json={"bad": 1}).status_code == 429
     finally:
         runtime.close()

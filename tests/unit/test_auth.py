@@ -488,7 +488,9 @@ def test_a_remembered_token_is_not_accepted_under_another_key_or_altered() -> No
         verify_token("another-signing-key-of-enough-length-0123456789", token)
     # And a token with its signature altered is refused
     head, payload, signature = token.split(".")
-    altered = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    middle = len(signature) // 2
+    swapped = "A" if signature[middle] != "A" else "B"
+    altered = f"{head}.{payload}.{signature[:middle]}{swapped}{signature[middle + 1:]}"
     with pytest.raises(store.auth.InvalidToken):
         verify_token(SECRET, altered)
 

@@ -915,3 +915,23 @@ def test_a_replay_whose_enqueue_fails_is_recorded_and_sent_by_the_sweep(
     settle(app)
     replays = [m for _, m in stub.sent if ":replay:" in (m.deduplication_id or "")]
     assert sorted(m.attributes["event_id"] for m in replays) == ["evt-r0", "evt-r1"]
+
+
+def test_a_broker_outage_while_enqueueing_is_a_transient_error_the_pools_retry() -> None:
+    import redis
+    from dramatiq.brokers.stub import StubBroker
+
+    from broker.dispatch import BrokerUnavailable, enqueue_runs
+    from workers.persist import is_transient
+
+    class DownBroker(StubBroker):
+        def enqueue(self, message: Any, *, delay: Any = None) -> Any:
+            raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
+
+    broker = DownBroker()
+    # When an enqueue (after a commit, or a retry being scheduled) finds Redis down
+    for send in (lambda: enqueue_deliveries(broker, [1, 2]), lambda: enqueue_runs(broker, [3])):
+        with pytest.raises(BrokerUnavailable) as caught:
+            send()
+        # Then the persist, deliver and notify actors retry it rather than dead-letter it
+        assert is_transient(caught.value)
