@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Mapping
+from typing import Any
 
 import dramatiq
 
@@ -43,8 +48,40 @@ def metrics_port(env: Mapping[str, str]) -> int | None:
     return port
 
 
+# A platform stopping a dyno (or foreman/honcho stopping a Procfile) signals every process of
+# the group, and dramatiq's parent process forwards that SIGTERM to its workers too: each worker
+# gets it twice at once, and dramatiq takes a second SIGTERM as "exit now", dropping the
+# messages in hand. A repeat within this many seconds is the same stop request.
+REPEATED_SIGTERM_WINDOW = 5.0
+
+
+def tolerate_repeated_sigterm(window: float = REPEATED_SIGTERM_WINDOW) -> bool:
+    """Inside a dramatiq CLI worker process, wrap its SIGTERM handler so a repeat within
+    ``window`` seconds is ignored (a later one still kills). Returns whether it was wrapped."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    dramatiq_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(dramatiq_handler) or not getattr(
+            dramatiq_handler, "__qualname__", "").startswith("worker_process."):
+        return False
+    first: float | None = None
+
+    def handler(signum: int, frame: Any) -> Any:
+        nonlocal first
+        now = time.monotonic()
+        if first is not None and now - first < window:
+            logging.getLogger("workers").info("SIGTERM repeated: still stopping gracefully")
+            return None
+        first = first if first is not None else now
+        return dramatiq_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+    return True
+
+
 def setup(settings: Settings | None = None) -> Runtime:
     """Called by the dramatiq CLI in each worker process: build the runtime, set the broker."""
+    tolerate_repeated_sigterm()
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     port = metrics_port(os.environ)

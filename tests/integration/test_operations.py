@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -161,3 +163,26 @@ def test_persist_pool_from_the_procfile_exports_dramatiq_metrics_per_actor(
     finally:
         assert persist.stop() is not None
         runtime.close()
+
+
+def test_a_pool_signalled_as_a_group_stops_gracefully(pg_url: str, redis_url: str,
+                                                      tmp_path: Path) -> None:
+    # Given the Procfile's persist pool (two worker processes), ready
+    env = {"DATABASE_URL": pg_url.replace("postgresql+psycopg://", "postgres://"),
+           "REDIS_URL": redis_url, "EC_TOKEN_SECRET": SECRET, "PERSIST_PROCESSES": "2",
+           "PERSIST_THREADS": "2", "PERSIST_METRICS_PORT": "0", "TMPDIR": str(tmp_path),
+           "LOG_LEVEL": "INFO"}
+    persist = Proc("persist", procfile_command("persist"), env, tmp_path)
+    deadline = time.monotonic() + 60
+    while persist.log().count("Worker process is ready for action") < 2:
+        assert persist.alive() and time.monotonic() < deadline, persist.log()[-3000:]
+        time.sleep(0.2)
+    # When SIGTERM reaches the whole process group, as a platform stopping a dyno sends it
+    # (each worker gets it twice: directly, and forwarded by dramatiq's parent process)
+    os.killpg(persist.popen.pid, signal.SIGTERM)
+    code = persist.popen.wait(40)
+    log = persist.log()
+    # Then the workers stop gracefully (finishing their messages), not killed by the repeat
+    assert "Killing worker process" not in log, log[-3000:]
+    assert log.count("Stopping worker process") == 2, log[-3000:]
+    assert code == 0, log[-3000:]
