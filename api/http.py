@@ -125,12 +125,8 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(status, _CODES.get(status, "error"), message, headers=headers)
 
     @app.errorhandler(IntakeUnavailable)
-    def _broker_down(exc: IntakeUnavailable) -> Response:
-        log.warning("broker unavailable: %s", exc)
-        return unavailable("the broker")
-
     @app.errorhandler(BrokerUnavailable)
-    def _enqueue_failed(exc: BrokerUnavailable) -> Response:
+    def _broker_down(exc: Exception) -> Response:
         log.warning("broker unavailable: %s", exc)
         return unavailable("the broker")
 

@@ -100,6 +100,11 @@ def _throttle(exc: RateLimited) -> None:
     _throttled()[exc.charge.tenant] = (time.monotonic() + exc.retry_after, exc.charge.rate)
 
 
+def _rate_limited(tenant: str, rate: float, wait: float) -> ApiError:
+    return ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit "
+                    f"({rate:g} requests/s)", headers={"Retry-After": retry_after_header(wait)})
+
+
 def _refuse_if_throttled(tenant: str) -> None:
     until = _throttled().get(tenant)
     if until is None:
@@ -108,25 +113,27 @@ def _refuse_if_throttled(tenant: str) -> None:
     if wait <= 0:
         _throttled().pop(tenant, None)
         return
-    raise ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit "
-                   f"({until[1]:g} requests/s)", headers={"Retry-After": retry_after_header(wait)})
+    raise _rate_limited(tenant, until[1], wait)
 
 
 def too_many_requests(exc: RateLimited) -> ApiError:
     _throttle(exc)
-    return ApiError(429, "rate_limited", f"tenant {exc.charge.tenant!r} is over its rate limit "
-                    f"({exc.charge.rate:g} requests/s)",
-                    headers={"Retry-After": retry_after_header(exc.retry_after)})
+    return _rate_limited(exc.charge.tenant, exc.charge.rate, exc.retry_after)
+
+
+def _pay(due: Charge) -> RateLimited | None:
+    """Take ``due`` from the bucket through the process's limiter; the refusal, if refused."""
+    verdict = current_app.extensions["ec.runtime"].limiter.take(due.tenant, due.cost, due.rate,
+                                                                due.burst)
+    return None if verdict.allowed else RateLimited(due, verdict.retry_after)
 
 
 def charge(tenant: str, cost: int) -> None:
     """Take ``cost`` requests from the tenant's bucket or raise 429 with Retry-After."""
     due = tenant_charge(tenant, cost)
-    if due is None:
-        return
-    verdict = current_app.extensions["ec.runtime"].limiter.take(tenant, cost, due.rate, due.burst)
-    if not verdict.allowed:
-        raise too_many_requests(RateLimited(due, verdict.retry_after))
+    refused = _pay(due) if due is not None else None
+    if refused is not None:
+        raise too_many_requests(refused)
 
 
 def claim_intake_charge() -> Charge | None:
@@ -156,11 +163,9 @@ def require(scope: str, *, tenant_header: bool = True,
                 return view(*args, **kwargs)
             finally:
                 unpaid = g.pop("intake_charge", None)
-                if unpaid is not None:
-                    verdict = current_app.extensions["ec.runtime"].limiter.take(
-                        unpaid.tenant, unpaid.cost, unpaid.rate, unpaid.burst)
-                    if not verdict.allowed:  # this answer stands; the next ones are 429s
-                        _throttle(RateLimited(unpaid, verdict.retry_after))
+                refused = _pay(unpaid) if unpaid is not None else None
+                if refused is not None:  # this answer stands; the next ones are 429s
+                    _throttle(refused)
 
         return wrapper  # type: ignore[return-value]
 

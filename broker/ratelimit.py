@@ -22,7 +22,8 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Charge:
-    """``cost`` requests to take from ``tenant``'s bucket (``rate`` per second, ``burst`` max)."""
+    """``cost`` requests to take from ``tenant``'s bucket (``rate`` > 0 per second, ``burst`` ≥
+    ``cost`` max)."""
 
     tenant: str
     cost: int

@@ -147,7 +147,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from config.runtime import build_runtime
     from scheduler.loop import run_forever
     from store.auth import SCOPES, create_tenant, mint_token, tenant_exists
-    from store.db import upgrade
+    from store.db import begin_write, upgrade
     from workers.main import declare_actors
 
     settings = dataclasses.replace(_settings(), redis_url=None, port=args.port)
@@ -162,6 +162,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         runtime.close()
         return 1
+    # The demo tenant first, before the pools and the scheduler write to the same SQLite file;
+    # as a writer from the start (a read then a write fails on SQLite if another wrote between).
+    with runtime.sessions() as session:
+        begin_write(session)
+        if not tenant_exists(session, args.tenant):
+            creds = create_tenant(session, args.tenant)
+            print(f"created tenant {creds.tenant!r}: client_id={creds.client_id} "
+                  f"client_secret={creds.client_secret} (shown once)")
     dramatiq.set_broker(runtime.broker)
     declare_actors(runtime)
     worker = dramatiq.Worker(runtime.broker, worker_threads=4)
@@ -176,11 +184,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
     mail_note = ("SendGrid" if settings.sendgrid_api_key else
                  "no SENDGRID_API_KEY: e-mails are written to this log instead")
 
-    with runtime.sessions() as session:
-        if not tenant_exists(session, args.tenant):
-            creds = create_tenant(session, args.tenant)
-            print(f"created tenant {creds.tenant!r}: client_id={creds.client_id} "
-                  f"client_secret={creds.client_secret} (shown once)")
     token = mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:dev",
                        scopes=frozenset(SCOPES), ttl_seconds=86400)
 

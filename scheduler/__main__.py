@@ -38,9 +38,7 @@ def main() -> int:
     try:
         run_forever(runtime.sessions, runtime.broker, interval=settings.scheduler_tick_seconds,
                     stop=stop, resend_after=settings.scheduler_resend_after_seconds,
-                    sweep_after=settings.delivery_sweep_after_seconds,
-                    # an overdue delivery is found within 1.5× the threshold at worst
-                    sweep_every=min(60.0, settings.delivery_sweep_after_seconds / 2))
+                    sweep_after=settings.delivery_sweep_after_seconds)
     finally:
         runtime.close()
     return 0

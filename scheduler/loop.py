@@ -49,9 +49,12 @@ def sweep_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
 
 def run_forever(sessions: sessionmaker[Session], broker: dramatiq.Broker, *,
                 interval: float, stop: threading.Event, resend_after: float = 30.0,
-                sweep_every: float = 60.0, sweep_after: float = 600.0) -> None:
+                sweep_after: float = 600.0, sweep_every: float | None = None) -> None:
     """Tick every ``interval`` seconds until ``stop`` is set, and sweep overdue deliveries every
-    ``sweep_every`` seconds; a failure is logged, not fatal."""
+    ``sweep_every`` seconds (default: a minute, or half of ``sweep_after`` if shorter, so an
+    overdue delivery is found within 1.5× the threshold); a failure is logged, not fatal."""
+    if sweep_every is None:
+        sweep_every = min(60.0, sweep_after / 2)
     next_sweep = 0.0
     while not stop.is_set():
         try:

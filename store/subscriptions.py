@@ -469,16 +469,10 @@ def create_deliveries(
     return len(rows)
 
 
-def pending_deliveries(session: Session, tenant: str, event_ids: list[str]) -> list[int]:
-    """Deliveries of these events never attempted yet (to be enqueued after the commit), by
-    subscription so that consecutive ids share a batch call."""
-    return [delivery_id for delivery_id, _ in pending_by_event(session, tenant, event_ids)]
-
-
 def pending_by_event(session: Session, tenant: str,
                      event_ids: list[str]) -> list[tuple[int, str]]:
-    """(delivery id, event id) of the never-attempted deliveries of these events, by
-    subscription then id."""
+    """(delivery id, event id) of the never-attempted deliveries of these events (to be enqueued
+    after the commit), by subscription then id so that consecutive ids share a batch call."""
     if not event_ids:
         return []
     return [(int(r[0]), str(r[1])) for r in session.execute(

@@ -38,9 +38,8 @@ class MemoryIntake(Intake):
 
     def accept(self, tenant: str, items: list[Pending],
                charge: Charge | None = None) -> list[IntakeResult]:
-        if charge is not None and charge.rate > 0 and self.limiter is not None:
-            verdict = self.limiter.take(tenant, charge.cost, charge.rate,
-                                        max(charge.burst, charge.cost))
+        if charge is not None and self.limiter is not None:
+            verdict = self.limiter.take(tenant, charge.cost, charge.rate, charge.burst)
             if not verdict.allowed:
                 raise RateLimited(charge, verdict.retry_after)
         now = time.monotonic()

@@ -111,10 +111,7 @@ class RedisIntake(Intake):
         redis_message_id = str(uuid.uuid4())
         head, tail = self._envelope(tenant, redis_message_id)
         argv: list[Any] = [self.ttl_seconds, self._key_prefix(tenant), redis_message_id, head, tail]
-        if charge is not None and charge.rate > 0:
-            argv.extend((charge.rate, max(charge.burst, charge.cost), charge.cost))
-        else:
-            argv.extend((0, 0, 0))
+        argv.extend((charge.rate, charge.burst, charge.cost) if charge is not None else (0, 0, 0))
         for item in items:
             argv.extend((item.document["id"], item.body_hash, orjson.dumps(item.document)))
         try:

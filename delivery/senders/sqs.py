@@ -28,8 +28,6 @@ class SqsSender(Sender):
 
     def send_batch(self, destination: Destination,
                    messages: list[OutgoingMessage]) -> list[SendResult]:
-        if len(messages) == 1:
-            return [self.send(destination, messages[0])]
         results: list[SendResult] = []
         for chunk in _chunks(messages):
             results += self._one_batch(destination, chunk)

@@ -37,7 +37,7 @@ from store.subscriptions import (
     build_index,
     create_deliveries,
     list_subscriptions,
-    pending_deliveries,
+    pending_by_event,
 )
 from tests.conftest import Caller, order_event
 from tests.unit import test_subscriptions_api as api_tests
@@ -462,7 +462,7 @@ def _stored_pending(app: Any, event_id: str) -> int:
         index = build_index(list_subscriptions(session, "acme", include_inactive=False), 0)
         create_deliveries(session, "acme", [document], index)
         session.commit()
-        [delivery_id] = pending_deliveries(session, "acme", [event_id])
+        [(delivery_id, _)] = pending_by_event(session, "acme", [event_id])
         return delivery_id
 
 
