@@ -22,6 +22,9 @@ SECRET = "test-signing-secret-" + "x" * 32
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("EC_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("EC_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# The Redis database the integration tests flush before and after each test; two suites running
+# at once on one machine (two checkouts) need different ones.
+REDIS_TEST_DB = int(os.environ.get("EC_TEST_REDIS_DB", "13"))
 
 
 def b64(obj: Any) -> str:
@@ -172,7 +175,7 @@ def redis_url() -> Iterator[str]:
     require_service("Redis", "127.0.0.1", 6379)
     import redis
 
-    url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/13"
+    url = REDIS_TEST_URL.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:
