@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, send_from_directory
 from pydantic import BaseModel, ConfigDict, Field
@@ -162,8 +162,15 @@ class SubscriptionBlock(BaseModel):
     queueUrl: str | None = None
     topicArn: str | None = None
     region: str
+    credentials: Literal["keys", "role", "platform"] = Field(
+        description="how deliveries authenticate to AWS")
     accessKey: str | None = Field(description="masked: '****' + the last 4 characters")
     accessSecret: str | None = Field(description="masked: '********' when one is stored")
+    roleArn: str | None = Field(description="the role assumed with STS (credentials: role)")
+    externalId: str | None = Field(
+        description="read-only, role destinations: the ExternalId Event Collector passes when "
+                    "it assumes the role (generated per tenant; require it in the role's trust "
+                    "policy)")
 
 
 class DestinationOut(BaseModel):

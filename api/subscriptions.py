@@ -13,11 +13,12 @@ from api.events import VALID_ID, Moment, parse_query
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_deliveries
-from delivery.service import build_message, destination_of
+from delivery.service import NOT_ALLOWED, NotAllowed, build_message, destination_of
 from store.crypto import SecretsUnavailable
 from store.db import begin_write
 from store.deliveries import list_attempts, replay_deliveries
 from store.domain import format_time, new_event_id
+from store.identity import tenant_aws
 from store.models import Delivery
 from store.subscriptions import (
     SubscriptionError,
@@ -57,6 +58,13 @@ def _domain_error(exc: SubscriptionError) -> ApiError:
     return ApiError(status, code, str(exc), [{"field": field, "message": str(exc), "type": code}])
 
 
+def _shown(session: Any, subs: list[Any]) -> list[dict[str, Any]]:
+    """The subscriptions as responses show them, role ones with the tenant's ExternalId."""
+    identity = tenant_aws(session, g.principal.tenant) if any(
+        s.credentials == "role" for s in subs) else None
+    return [to_api(s, identity.external_id if identity else None) for s in subs]
+
+
 def _check_id(value: str) -> None:
     if not VALID_ID.match(value):
         raise _not_found()
@@ -75,7 +83,7 @@ def create() -> Response:
             sub = create_subscription(session, g.principal.tenant, data, _runtime().box)
         except SubscriptionError as exc:
             raise _domain_error(exc) from None
-        body = to_api(sub)
+        [body] = _shown(session, [sub])
     return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
 
 
@@ -91,7 +99,7 @@ def _update(sub_id: str, body: Any) -> Response:
             raise _domain_error(exc) from None
         if sub is None:
             raise _not_found()
-        return json_response(to_api(sub))
+        return json_response(_shown(session, [sub])[0])
 
 
 @bp.put(BASE)
@@ -129,7 +137,7 @@ def list_all() -> Response:
     with _runtime().sessions() as session:
         subs = list_subscriptions(session, g.principal.tenant,
                                   include_inactive=params.include_inactive)
-        return json_response([to_api(s) for s in subs])
+        return json_response(_shown(session, subs))
 
 
 @bp.get(f"{BASE}/<string:sub_id>")
@@ -140,7 +148,7 @@ def get_one(sub_id: str) -> Response:
         sub = get_subscription(session, g.principal.tenant, sub_id)
         if sub is None:
             raise _not_found()
-        return json_response(to_api(sub))
+        return json_response(_shown(session, [sub])[0])
 
 
 @bp.put(f"{BASE}/<string:sub_id>/deactivate")
@@ -246,10 +254,15 @@ def test_send(sub_id: str) -> Response:
         if sub is None:
             raise _not_found()
         try:
-            destination = destination_of(sub, runtime.box)
+            destination = destination_of(sub, runtime.box, tenant_aws(session, sub.tenant))
         except SecretsUnavailable as exc:
             return json_response({"ok": False, "errorCode": "SecretUnavailable",
                                   "errorMessage": str(exc)})
+        except NotAllowed:
+            # The same answer whether the queue exists or not: no AWS call is made.
+            return json_response({"ok": False, "messageId": None,
+                                  "errorCode": NOT_ALLOWED.error_code,
+                                  "errorMessage": NOT_ALLOWED.error_message, "transient": False})
         tenant = sub.tenant
         entity = sub.entity_type
     document = {"id": f"test-{new_event_id()}", "entity_id": None, "entity_name": entity,

@@ -110,6 +110,89 @@ def cmd_tenant_limits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_session(func):  # type: ignore[no-untyped-def]
+    """Run ``func(session)`` on the configured database; unknown tenants and bad account ids
+    exit 1 with the message."""
+    from store.db import make_engine, make_session_factory
+    from store.identity import InvalidAccount, UnknownTenant
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return func(session)
+    except (UnknownTenant, InvalidAccount) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    finally:
+        engine.dispose()
+
+
+def cmd_tenant_show(args: argparse.Namespace) -> int:
+    from store.identity import tenant_report
+
+    report = _tenant_session(lambda session: tenant_report(session, args.name))
+    if report is None:
+        return 1
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    platform = report["platformCredentials"]
+    counts = report["subscriptions"]
+    active = sum(c["active"] for c in counts.values())
+    total = active + sum(c["inactive"] for c in counts.values())
+    print(f"tenant:               {report['tenant']}")
+    print(f"created:              {report['createdAt']}")
+    print(f"externalId:           {report['externalId']}  (give it to the tenant for its role's "
+          "trust policy: sts:ExternalId)")
+    print("platform credentials: " + ("allowed for AWS accounts " + ", ".join(platform["accounts"])
+                                      if platform["allowed"] else "not allowed"))
+    print(f"subscriptions:        {total} ({active} active): " + ", ".join(
+        f"{mode} {c['active']} active/{c['inactive']} inactive" for mode, c in counts.items()))
+    rule = report["deactivatedByPlatformRule"]
+    print(f"deactivated because platform credentials are not allowed: {len(rule)}")
+    for sub in rule:
+        print(f"  {sub['id']}  {sub['type']} {sub['target']}  at {sub['deactivatedAt']}: "
+              f"{sub['reason']}")
+    risk = report["platformNotAllowedYetActive"]
+    if risk:
+        print(f"active platform-credential subscriptions outside the allowed accounts "
+              f"(deactivated at their next delivery): {len(risk)}")
+        for sub in risk:
+            print(f"  {sub['id']}  {sub['type']} {sub['target']}")
+    return 0
+
+
+def cmd_tenant_allow_platform(args: argparse.Namespace) -> int:
+    from store.identity import allow_platform_credentials
+
+    allowed = _tenant_session(
+        lambda session: allow_platform_credentials(session, args.name, args.accounts))
+    if allowed is None:
+        return 1
+    print(f"{args.name}: platform credentials allowed for queues and topics in AWS accounts "
+          + ", ".join(allowed))
+    return 0
+
+
+def cmd_tenant_revoke_platform(args: argparse.Namespace) -> int:
+    from store.identity import revoke_platform_credentials, tenant_report
+
+    def revoke(session):  # type: ignore[no-untyped-def]
+        stopped = revoke_platform_credentials(session, args.name, args.accounts)
+        return stopped, tenant_report(session, args.name)["platformCredentials"]
+
+    done = _tenant_session(revoke)
+    if done is None:
+        return 1
+    stopped, platform = done
+    left = ("still allowed for AWS accounts " + ", ".join(platform["accounts"])
+            if platform["allowed"] else "platform credentials no longer allowed")
+    print(f"{args.name}: {left}; {len(stopped)} subscription(s) deactivated"
+          + (": " + ", ".join(stopped) if stopped else ""))
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from broker.deadletters import QUEUES, DeadLetters
     from config.runtime import build_broker, build_redis
@@ -250,6 +333,34 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--burst", type=int, default=None)
     limits.add_argument("--reset", action="store_true", help="back to the deployment defaults")
     limits.set_defaults(func=cmd_tenant_limits)
+
+    show = tenant_sub.add_parser(
+        "show", help="a tenant's AWS identity: its ExternalId, whether it may use the platform's "
+        "credentials (and for which accounts), its subscriptions by credential mode, and those "
+        "deactivated because platform credentials are not allowed")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=cmd_tenant_show)
+
+    allow = tenant_sub.add_parser(
+        "allow-platform-credentials",
+        help="let a tenant's subscriptions use the platform's own AWS credentials, only for "
+        "queues and topics in these AWS accounts (added to any already allowed)")
+    allow.add_argument("name")
+    allow.add_argument("--accounts", action="append", required=True,
+                       help="12-digit AWS account ids, comma-separated (repeatable)")
+    allow.set_defaults(func=cmd_tenant_allow_platform)
+
+    revoke = tenant_sub.add_parser(
+        "revoke-platform-credentials",
+        help="take back a tenant's use of the platform's credentials (all accounts, or only "
+        "--accounts); its platform-credential subscriptions no longer allowed are deactivated "
+        "at once with the reason 'platform credentials are no longer allowed for this tenant: "
+        "use keys or a role'")
+    revoke.add_argument("name")
+    revoke.add_argument("--accounts", action="append",
+                        help="only these 12-digit account ids, comma-separated (repeatable)")
+    revoke.set_defaults(func=cmd_tenant_revoke_platform)
 
     dlq = sub.add_parser("dlq", help="dead-lettered messages: list, retry, purge")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)

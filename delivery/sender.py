@@ -8,13 +8,22 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a subscription's messages go. ``access_secret`` is decrypted, never logged."""
+    """Where a subscription's messages go, and as whom.
+
+    ``credentials`` is ``keys`` (``access_key``/``access_secret``, decrypted, never logged),
+    ``role`` (``role_arn`` assumed with STS passing ``external_id``, the tenant's, under
+    ``session_name``) or ``platform`` (the process's own credential chain).
+    """
 
     kind: str  # SQS | SNS
     target: str  # queue URL or topic ARN
     region: str
     access_key: str | None = None
     access_secret: str | None = field(default=None, repr=False)
+    credentials: str = "platform"
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str | None = None
 
     @property
     def fifo(self) -> bool:
@@ -39,6 +48,9 @@ class SendResult:
     error_message: str | None = None
     transient: bool = False
     retry_after: float | None = None
+    # When a permanent failure deactivates the subscription: the reason to record, if not the
+    # generic "permanent delivery error: <error>".
+    deactivation_reason: str | None = None
 
 
 # SQS SendMessageBatch and SNS PublishBatch take at most ten entries.

@@ -20,8 +20,9 @@ from store.crypto import SecretBox, SecretsUnavailable
 from store.db import begin_write
 from store.deliveries import lock_deliveries, record_attempt
 from store.events import get_events, to_document
+from store.identity import PLATFORM_NOT_ALLOWED, TenantAws, role_session_name, tenant_aws
 from store.models import Delivery, Subscription
-from store.subscriptions import deactivate_subscription, get_subscription
+from store.subscriptions import deactivate_subscription, get_subscription, target_account
 
 log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
@@ -72,10 +73,36 @@ def build_message(tenant: str, document: dict[str, Any], delivery: Delivery) -> 
     )
 
 
-def destination_of(sub: Subscription, box: SecretBox) -> Destination:
-    secret = box.decrypt(sub.access_secret_enc) if sub.access_secret_enc else None
-    return Destination(kind=sub.destination_type, target=sub.target, region=sub.region,
-                       access_key=sub.access_key, access_secret=secret)
+class NotAllowed(Exception):
+    """The tenant may not (or no longer) reach this destination with these credentials."""
+
+
+# What the attempt log and the test-send say about a destination the tenant may not use with
+# the platform's credentials: nothing about the queue or topic itself, and no AWS call is made.
+NOT_ALLOWED = SendResult(False, error_code="NotAllowed",
+                         error_message="not allowed: " + PLATFORM_NOT_ALLOWED, transient=False,
+                         deactivation_reason=PLATFORM_NOT_ALLOWED)
+
+
+def destination_of(sub: Subscription, box: SecretBox, tenant: TenantAws | None) -> Destination:
+    """Where and as whom ``sub`` sends. ``tenant`` (its tenant's identity; only read for role
+    and platform destinations) decides: a platform destination outside the tenant's opt-in
+    raises NotAllowed, before any AWS call."""
+    base = {"kind": sub.destination_type, "target": sub.target, "region": sub.region}
+    if sub.credentials == "keys":
+        secret = box.decrypt(sub.access_secret_enc) if sub.access_secret_enc else None
+        return Destination(**base, credentials="keys", access_key=sub.access_key,
+                           access_secret=secret)
+    if tenant is None:
+        raise NotAllowed(sub.tenant)
+    if sub.credentials == "role":
+        return Destination(**base, credentials="role", role_arn=sub.role_arn,
+                           external_id=tenant.external_id,
+                           session_name=role_session_name(sub.tenant, sub.id))
+    if sub.credentials == "platform" and tenant.platform_allows(
+            target_account(sub.destination_type, sub.target)):
+        return Destination(**base, credentials="platform")
+    raise NotAllowed(sub.tenant)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -132,6 +159,7 @@ def attempt_deliveries(
         session.rollback()
         return statuses
     retrying: list[tuple[Delivery, SendResult]] = []
+    identities: dict[str, TenantAws | None] = {}
     for (tenant, sub_id), deliveries in groups.items():
         sub = get_subscription(session, tenant, sub_id)
         rows = get_events(session, tenant, [d.event_id for d in deliveries])
@@ -149,12 +177,21 @@ def attempt_deliveries(
             continue
         started = time.monotonic()
         try:
-            destination = destination_of(sub, box)
+            identity = None
+            if sub.credentials != "keys":
+                if tenant not in identities:
+                    identities[tenant] = tenant_aws(session, tenant)
+                identity = identities[tenant]
+            destination = destination_of(sub, box, identity)
             messages = [build_message(tenant, to_document(row), d) for d, row in sendable]
             results = senders[destination.kind].send_batch(destination, messages)
         except SecretsUnavailable as exc:
             results = [SendResult(False, error_code="SecretUnavailable",
                                   error_message=str(exc))] * len(sendable)
+        except NotAllowed:
+            log.warning("subscription %s of tenant %s: %s; deactivating it", sub_id, tenant,
+                        PLATFORM_NOT_ALLOWED)
+            results = [NOT_ALLOWED] * len(sendable)
         latency_ms = int((time.monotonic() - started) * 1000)
         for (delivery, _row), result in zip(sendable, results, strict=True):
             status = _record_outcome(session, delivery, sub, result, now, latency_ms, policy)
@@ -215,6 +252,7 @@ def _record_outcome(session: Session, delivery: Delivery, sub: Subscription, res
     record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
                    error_code=result.error_code, error_message=result.error_message)
     if not result.transient and sub.active:
-        deactivate_subscription(session, sub, f"permanent delivery error: {error}", now)
+        deactivate_subscription(session, sub, result.deactivation_reason or
+                                f"permanent delivery error: {error}", now)
     log.warning("delivery %s failed: %s", delivery.id, result.error_code)
     return "failed"

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from store.crypto import SecretBox, SecretsUnavailable
 from store.db import begin_write
 from store.domain import EVENT_ID_PATTERN, EntityName, EventType, format_time, new_event_id
+from store.identity import TenantAws, tenant_aws
 from store.models import Delivery, DeliveryAttempt, Subscription, Tenant
 
 MASK = "********"
@@ -38,6 +39,17 @@ TOPIC_ARN_RE = re.compile(
     r"(?P<name>[A-Za-z0-9_-]{1,256}(?:\.fifo)?)$"
 )
 ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{16,128}$")
+ROLE_ARN_RE = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::(?P<account>\d{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}")
+THREE_FORMS = (
+    'say how Event Collector authenticates to AWS for this destination, in one of three forms: '
+    '{"credentials": "keys", "accessKey": ..., "accessSecret": ...} (your own IAM keys; '
+    '"credentials" may be left out when both keys are sent); '
+    '{"credentials": "role", "roleArn": "arn:aws:iam::<account>:role/<name>"} (a role of yours '
+    'that Event Collector assumes with STS, passing your tenant\'s externalId, which the '
+    'response shows and which you require in the role\'s trust policy; you do not send it); '
+    '{"credentials": "platform"} (the platform\'s own AWS identity: only when an operator has '
+    'allowed it for your tenant, and only for queues and topics in the AWS accounts allowed)'
+)
 
 OPERATION_FLAGS = {
     "CREATE": "create",
@@ -69,8 +81,14 @@ class _Keys(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     region: str | None = None
+    credentials: Literal["keys", "role", "platform"] | None = Field(
+        None, description="how deliveries authenticate to AWS: keys, role or platform")
     accessKey: Secretish | None = None
     accessSecret: Secretish | None = None
+    roleArn: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    # Read-only: GET shows the tenant's ExternalId on a role destination. Sending it back
+    # unchanged is accepted (and ignored); any other value is refused by _apply.
+    externalId: Annotated[str, StringConstraints(max_length=1224)] | None = None
 
     @field_validator("region")
     @classmethod
@@ -78,6 +96,33 @@ class _Keys(BaseModel):
         if value is not None and not REGION_RE.match(value):
             raise ValueError("must be an AWS region name such as eu-west-1")
         return value
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> _Keys:
+        has_keys = self.accessKey is not None or self.accessSecret is not None
+        mode = self.credentials
+        if mode is None:
+            # Seed 002's form: keys without a mode are explicit enough (the pair is checked
+            # with the stored row, which may hold what a masked value stands for).
+            if not has_keys or self.roleArn is not None:
+                raise ValueError(THREE_FORMS)
+            self.credentials = "keys"
+        elif mode == "keys" and self.roleArn is not None:
+            raise ValueError('"credentials": "keys" takes accessKey and accessSecret, not '
+                             'roleArn; ' + THREE_FORMS)
+        elif mode == "role":
+            if has_keys:
+                raise ValueError('"credentials": "role" takes roleArn, not accessKey or '
+                                 'accessSecret; ' + THREE_FORMS)
+            if self.roleArn is None:
+                raise ValueError('"credentials": "role" needs roleArn; ' + THREE_FORMS)
+            if not ROLE_ARN_RE.fullmatch(self.roleArn):
+                raise ValueError("roleArn must be an IAM role ARN: "
+                                 "arn:aws:iam::<12-digit account>:role/<name>")
+        elif mode == "platform" and (has_keys or self.roleArn is not None):
+            raise ValueError('"credentials": "platform" takes no accessKey, accessSecret or '
+                             'roleArn; ' + THREE_FORMS)
+        return self
 
 
 class SqsDestinationIn(_Keys):
@@ -116,9 +161,22 @@ class SnsDestinationIn(_Keys):
         return self
 
 
+def target_account(destination_type: str, target: str) -> str | None:
+    """The AWS account of a queue URL (on AWS or the endpoint override) or topic ARN."""
+    if destination_type == "SNS":
+        match = TOPIC_ARN_RE.match(target)
+    else:
+        match = SQS_AWS_URL_RE.match(target) or QUEUE_PATH_RE.match(urlsplit(target).path)
+    return match.group("account") if match else None
+
+
 def _on_endpoint(url: str, endpoint: str) -> bool:
     u, e = urlsplit(url), urlsplit(endpoint)
     return (u.scheme, u.netloc) == (e.scheme, e.netloc) and bool(QUEUE_PATH_RE.match(u.path))
+
+
+_SQS_WITH_SNS_BLOCK = ('type is SQS but the destination holds an "sns" block: send '
+                       '{"type": "SNS", "sns": {...}} or an "sqs" block with queueUrl')
 
 
 class DestinationIn(BaseModel):
@@ -141,6 +199,9 @@ class DestinationIn(BaseModel):
                 'publish to a topic send {"type": "SNS", "sns": {"topicArn": '
                 '"arn:aws:sns:<region>:<account>:<topic>", "region": ...}}'
             )
+        if isinstance(data, dict) and data.get("type") == "SQS" and "sqs" not in data \
+                and "sns" in data:
+            raise ValueError(_SQS_WITH_SNS_BLOCK)
         return data
 
     @model_validator(mode="after")
@@ -149,14 +210,15 @@ class DestinationIn(BaseModel):
             raise ValueError('type SNS needs an "sns" block with topicArn')
         if self.type == "SQS" and self.sqs is None:
             if self.sns is not None:
-                raise ValueError(
-                    'type is SQS but the destination holds an "sns" block: send '
-                    '{"type": "SNS", "sns": {...}} or an "sqs" block with queueUrl'
-                )
+                raise ValueError(_SQS_WITH_SNS_BLOCK)
             raise ValueError('type SQS needs an "sqs" block with queueUrl')
         if self.sqs is not None and self.sns is not None:
             raise ValueError('send either an "sqs" or an "sns" block, not both')
         return self
+
+    @property
+    def account(self) -> str | None:
+        return target_account(self.type, self.target)
 
     @property
     def block(self) -> _Keys:
@@ -231,8 +293,31 @@ def _bump_version(session: Session, tenant: str) -> None:
     )
 
 
-def _apply(sub: Subscription, data: SubscriptionIn, box: SecretBox, now: datetime) -> None:
+def _apply(sub: Subscription, data: SubscriptionIn, box: SecretBox, now: datetime,
+           tenant: TenantAws) -> None:
     block = data.destination.block
+    mode = block.credentials
+    if block.externalId is not None and block.externalId != tenant.external_id:
+        raise SubscriptionError(
+            "externalId is generated by Event Collector for your tenant and cannot be chosen: "
+            "leave it out (responses show yours, to put in your role's trust policy)",
+            "destination.externalId")
+    if mode == "platform" and not tenant.platform_allows(data.destination.account):
+        if tenant.platform_accounts is None:
+            raise SubscriptionError(
+                "platform credentials are not allowed for this tenant: use keys or a role "
+                "(an operator can allow them for your AWS accounts)", "destination.credentials")
+        raise SubscriptionError(
+            f"platform credentials are allowed for this tenant only for queues and topics in its "
+            f"allowed AWS accounts, and {data.destination.account} is not one of them: use keys "
+            "or a role", "destination.credentials")
+    if mode != "keys":
+        sub.credentials = str(mode)
+        sub.role_arn = block.roleArn if mode == "role" else None
+        sub.access_key = None
+        sub.access_secret_enc = None
+        _apply_common(sub, data, now)
+        return
     same_destination = sub.target == data.destination.target if sub.target else False
     access_key = block.accessKey
     secret = block.accessSecret
@@ -248,20 +333,26 @@ def _apply(sub: Subscription, data: SubscriptionIn, box: SecretBox, now: datetim
     if secret == MASK and not keep_secret:
         raise SubscriptionError("accessSecret is masked but no secret is stored for this destination",
                                 "destination.accessSecret")
-    if (access_key is None) != (secret is None):
-        raise SubscriptionError("send accessKey and accessSecret together, or neither to use the "
-                                "platform's AWS credentials", "destination.accessSecret")
-    if secret is not None and not keep_secret:
+    if access_key is None or secret is None:
+        raise SubscriptionError(
+            'send accessKey and accessSecret together: "credentials": "keys" needs both (send '
+            "the masked values a GET shows to keep the stored ones)", "destination.accessSecret")
+    if not keep_secret:
         try:
             sub.access_secret_enc = box.encrypt(secret)
         except SecretsUnavailable:
             raise SubscriptionError(
-                "this deployment has no EC_SECRET_KEY, so it cannot store AWS keys: omit accessKey "
-                "and accessSecret to use the platform's credentials", "destination.accessSecret"
+                "this deployment has no EC_SECRET_KEY, so it cannot store AWS keys: use "
+                '"credentials": "role" with a roleArn instead', "destination.accessSecret"
             ) from None
-    elif secret is None:
-        sub.access_secret_enc = None
+    sub.credentials = "keys"
+    sub.role_arn = None
     sub.access_key = access_key
+    _apply_common(sub, data, now)
+
+
+def _apply_common(sub: Subscription, data: SubscriptionIn, now: datetime) -> None:
+    block = data.destination.block
     sub.active = data.active
     sub.entity_type = data.entityType.value
     sub.subscribe_create = data.subscribeCreate
@@ -286,7 +377,7 @@ def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box
     if get_subscription(session, tenant, sub_id) is not None:
         raise SubscriptionExists(f"a subscription with id {sub_id!r} already exists", "id")
     sub = Subscription(id=sub_id, tenant=tenant, created_at=now, target="")
-    _apply(sub, data, box, now)
+    _apply(sub, data, box, now, _tenant_aws(session, tenant))
     if not data.active:
         sub.deactivated_at = now
         sub.deactivation_reason = "created inactive"
@@ -305,13 +396,20 @@ def update_subscription(
         return None
     now = datetime.now(UTC)
     was_active = sub.active
-    _apply(sub, data, box, now)
+    _apply(sub, data, box, now, _tenant_aws(session, tenant))
     if was_active and not data.active:
         sub.deactivated_at = now
         sub.deactivation_reason = "deactivated by update"
     _bump_version(session, tenant)
     session.commit()
     return sub
+
+
+def _tenant_aws(session: Session, tenant: str) -> TenantAws:
+    found = tenant_aws(session, tenant)
+    if found is None:
+        raise SubscriptionError(f"no tenant named {tenant!r}")
+    return found
 
 
 def get_subscription(session: Session, tenant: str, sub_id: str) -> Subscription | None:
@@ -360,13 +458,17 @@ def mask_key(access_key: str) -> str:
     return "****" + access_key[-4:]
 
 
-def to_api(sub: Subscription) -> dict[str, Any]:
-    """The subscription as responses show it: secrets masked, never returned."""
+def to_api(sub: Subscription, external_id: str | None) -> dict[str, Any]:
+    """The subscription as responses show it: secrets masked, never returned; a role
+    destination shows the tenant's ``external_id`` (read-only)."""
     block: dict[str, Any] = {
         "queueUrl" if sub.destination_type == "SQS" else "topicArn": sub.target,
         "region": sub.region,
+        "credentials": sub.credentials,
         "accessKey": mask_key(sub.access_key) if sub.access_key else None,
         "accessSecret": MASK if sub.access_secret_enc else None,
+        "roleArn": sub.role_arn,
+        "externalId": external_id if sub.credentials == "role" else None,
     }
     return {
         "id": sub.id,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -41,28 +44,158 @@ TRANSIENT_CODES = {
 }
 
 
-class ClientCache:
-    """One boto3 client per (service, region, key id, secret); clients are thread-safe."""
+@dataclass(frozen=True)
+class TemporaryCredentials:
+    """STS credentials of an assumed role; ``refresh_at`` is when to assume it again."""
 
-    def __init__(self) -> None:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expires_at: float
+    refresh_at: float
+
+
+class CredentialsFailed(Exception):
+    """The destination's credentials could not be obtained; ``result`` says why, classified."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.error_code)
+        self.result = result
+
+
+# What a tenant is told when its role cannot be assumed. STS's own message names the platform's
+# principal and is not passed on.
+ROLE_REFUSED = (
+    "cannot assume roleArn with this tenant's externalId: the role must exist and its trust "
+    "policy must allow Event Collector's AWS principal to call sts:AssumeRole with the "
+    "condition sts:ExternalId = the externalId this subscription shows"
+)
+
+
+class AssumedRoles:
+    """Temporary credentials of tenants' roles, assumed with the platform's credentials and the
+    tenant's ExternalId, kept per (role ARN, ExternalId, session name) and assumed again
+    ``refresh_before`` seconds before they expire (half their lifetime when that is shorter).
+    Thread-safe; one AssumeRole per key at a time, however many senders ask."""
+
+    DURATION = 3600  # seconds; every role allows an hour (MaxSessionDuration is 1-12 h)
+
+    def __init__(self, sts_client: Callable[[str], Any] | None = None,
+                 clock: Callable[[], float] = time.time, refresh_before: float = 300.0) -> None:
+        self._sts_client = sts_client or self._platform_sts
+        self._clock = clock
+        self._refresh_before = refresh_before
+        self._entries: dict[tuple[str | None, str | None, str | None], TemporaryCredentials] = {}
+        self._key_locks: dict[tuple[str | None, str | None, str | None], threading.Lock] = {}
+        self._sts: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _platform_sts(self, region: str) -> Any:
+        client = self._sts.get(region)
+        if client is None:
+            with self._lock:
+                client = self._sts.get(region)
+                if client is None:
+                    # The platform's own chain; boto3 applies AWS_ENDPOINT_URL[_STS] itself.
+                    client = boto3.session.Session().client("sts", region_name=region,
+                                                            config=_CONFIG)
+                    self._sts[region] = client
+        return client
+
+    def get(self, destination: Destination) -> TemporaryCredentials:
+        key = (destination.role_arn, destination.external_id, destination.session_name)
+        creds = self._entries.get(key)
+        if creds is not None and self._clock() < creds.refresh_at:
+            return creds
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            creds = self._entries.get(key)
+            if creds is not None and self._clock() < creds.refresh_at:
+                return creds
+            creds = self._assume(destination)
+            self._entries[key] = creds
+            return creds
+
+    def _assume(self, destination: Destination) -> TemporaryCredentials:
+        try:
+            response = self._sts_client(destination.region).assume_role(
+                RoleArn=destination.role_arn, RoleSessionName=destination.session_name,
+                ExternalId=destination.external_id, DurationSeconds=self.DURATION)
+        except NoCredentialsError:
+            # The operator's misconfiguration, not the tenant's: retried, never deactivating.
+            raise CredentialsFailed(SendResult(
+                False, error_code="AssumeRole.NoCredentials", transient=True,
+                error_message="the platform has no AWS credentials to assume roles with")) from None
+        except Exception as exc:  # noqa: BLE001 - classified, never raised
+            seen = classify(exc)
+            raise CredentialsFailed(SendResult(
+                False, error_code=f"AssumeRole.{seen.error_code}", transient=seen.transient,
+                retry_after=seen.retry_after,
+                error_message="STS AssumeRole is unavailable for now; retried on the schedule"
+                if seen.transient else ROLE_REFUSED)) from None
+        raw = response["Credentials"]
+        now = self._clock()
+        expiration = raw["Expiration"]
+        expires_at = expiration.timestamp() if isinstance(expiration, datetime) else float(expiration)
+        expires_at = min(expires_at, now + self.DURATION)  # never trust a clock ahead of ours
+        lifetime = max(expires_at - now, 0.0)
+        return TemporaryCredentials(
+            access_key_id=raw["AccessKeyId"], secret_access_key=raw["SecretAccessKey"],
+            session_token=raw["SessionToken"], expires_at=expires_at,
+            refresh_at=now + max(lifetime - self._refresh_before, lifetime / 2))
+
+
+class ClientCache:
+    """One boto3 client per (service, region, key id, secret), and per assumed role one per
+    (service, region, role) rebuilt when its credentials are renewed; clients are thread-safe."""
+
+    def __init__(self, roles: AssumedRoles | None = None) -> None:
+        self.roles = roles or AssumedRoles()
         self._clients: dict[tuple[str, str, str | None, str | None], Any] = {}
+        self._role_clients: dict[tuple[str, ...], tuple[TemporaryCredentials, Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, service: str, destination: Destination) -> Any:
+        """The client to send with; raises CredentialsFailed when a role cannot be assumed."""
+        if destination.credentials == "role":
+            return self._role_client(service, destination)
         key = (service, destination.region, destination.access_key, destination.access_secret)
         client = self._clients.get(key)
         if client is None:
             with self._lock:
                 client = self._clients.get(key)
                 if client is None:
-                    kwargs: dict[str, Any] = {"region_name": destination.region, "config": _CONFIG}
-                    if destination.access_key:
-                        kwargs["aws_access_key_id"] = destination.access_key
-                        kwargs["aws_secret_access_key"] = destination.access_secret
-                    # boto3 applies AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
-                    client = boto3.session.Session().client(service, **kwargs)
+                    client = _client(service, destination.region, destination.access_key,
+                                     destination.access_secret)
                     self._clients[key] = client
         return client
+
+    def _role_client(self, service: str, destination: Destination) -> Any:
+        creds = self.roles.get(destination)
+        key = (service, destination.region, str(destination.role_arn),
+               str(destination.external_id), str(destination.session_name))
+        entry = self._role_clients.get(key)
+        if entry is None or entry[0] is not creds:
+            with self._lock:
+                entry = self._role_clients.get(key)
+                if entry is None or entry[0] is not creds:
+                    entry = (creds, _client(service, destination.region, creds.access_key_id,
+                                            creds.secret_access_key, creds.session_token))
+                    self._role_clients[key] = entry
+        return entry[1]
+
+
+def _client(service: str, region: str, key: str | None, secret: str | None,
+            token: str | None = None) -> Any:
+    kwargs: dict[str, Any] = {"region_name": region, "config": _CONFIG}
+    if key:
+        kwargs["aws_access_key_id"] = key
+        kwargs["aws_secret_access_key"] = secret
+        if token:
+            kwargs["aws_session_token"] = token
+    # boto3 applies AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> by itself.
+    return boto3.session.Session().client(service, **kwargs)
 
 
 def classify(exc: Exception) -> SendResult:

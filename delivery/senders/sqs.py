@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from delivery.sender import MAX_BATCH, Destination, OutgoingMessage, Sender, SendResult
-from delivery.senders.aws import ClientCache, call, call_batch, message_kwargs
+from delivery.senders.aws import ClientCache, CredentialsFailed, call, call_batch, message_kwargs
 
 # SendMessageBatch refuses a request whose bodies and attributes add up to more than this.
 MAX_BATCH_BYTES = 256 * 1024
@@ -22,7 +22,10 @@ class SqsSender(Sender):
         self.clients = clients or ClientCache()
 
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
-        client = self.clients.get("sqs", destination)
+        try:
+            client = self.clients.get("sqs", destination)
+        except CredentialsFailed as exc:
+            return exc.result
         return call(client.send_message, QueueUrl=destination.target, MessageBody=message.body,
                     **message_kwargs(destination, message))
 
@@ -37,7 +40,10 @@ class SqsSender(Sender):
                    messages: list[OutgoingMessage]) -> list[SendResult]:
         if len(messages) == 1:
             return [self.send(destination, messages[0])]
-        client = self.clients.get("sqs", destination)
+        try:
+            client = self.clients.get("sqs", destination)
+        except CredentialsFailed as exc:
+            return [exc.result] * len(messages)
         entries: list[dict[str, Any]] = [
             {"Id": str(i), "MessageBody": m.body, **message_kwargs(destination, m)}
             for i, m in enumerate(messages)]

@@ -207,8 +207,9 @@ def test_sns_topic_fans_out_to_an_sqs_queue(stack: dict[str, Any]) -> None:
         "Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
     sub = _create(a, _subscription("", destination={"type": "SNS", "sns": {
-        "topicArn": topic, "region": "us-east-1"}}))
-    assert sub["destination"]["sns"]["accessKey"] is None
+        "topicArn": topic, "region": "us-east-1", "accessKey": ACCESS_KEY,
+        "accessSecret": ACCESS_SECRET}}))
+    assert sub["destination"]["sns"]["accessKey"] == "****" + ACCESS_KEY[-4:]
     event = a.post_event(order_event(id=f"n-{uuid.uuid4().hex}")).json
     _settle(stack)
     [msg] = _receive(sqs, direct, expect=1)
@@ -381,6 +382,65 @@ def test_seed_002_example_gets_a_400_that_says_what_to_send(stack: dict[str, Any
     r = a.client.post("/api/v1/event-subscription", headers=a.headers(), json=_subscription(
         "https://example.com/queue"))
     assert r.status_code == 400 and r.json["error"]["details"][0]["field"] == "destination.sqs"
+
+
+def _platform(url: str) -> dict[str, Any]:
+    body = _subscription(url)
+    body["destination"]["sqs"] = {"queueUrl": url, "region": "us-east-1", "credentials": "platform"}
+    return body
+
+
+def test_platform_credentials_need_an_opt_in_for_the_queues_account_then_deliver(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    pg_url: str, redis_url: str,
+) -> None:
+    from cli.main import main as cli
+    from tests.conftest import SECRET
+
+    a = stack["a"]
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("EC_TOKEN_SECRET", SECRET)
+    via_proxy, direct = _queue(stack, f"plat-{uuid.uuid4().hex[:6]}")  # moto's account 123456789012
+    # Given tenant A is not opted in: a keyless (platform) subscription is a 400
+    r = a.client.post("/api/v1/event-subscription", json=_platform(via_proxy), headers=a.headers())
+    assert r.status_code == 400 and "not allowed for this tenant" in r.json["error"]["message"]
+    # And opted in for another account only, the queue's account is refused by name
+    assert cli(["tenant", "allow-platform-credentials", a.tenant, "--accounts", "210987654321"]) == 0
+    r = a.client.post("/api/v1/event-subscription", json=_platform(via_proxy), headers=a.headers())
+    assert r.status_code == 400 and "123456789012 is not one" in r.json["error"]["message"]
+    assert a.get("/api/v1/event-subscription", query_string={"include_inactive": "true"}).json == []
+    # When the operator allows the queue's account
+    assert cli(["tenant", "allow-platform-credentials", a.tenant, "--accounts", "123456789012"]) == 0
+    sub = _create(a, _platform(via_proxy))
+    assert sub["destination"]["sqs"]["credentials"] == "platform"
+    event = a.post_event(order_event(id=f"p-{uuid.uuid4().hex}")).json
+    _settle(stack)
+    # Then the event is delivered with the platform's credentials (the deliver pool's own chain)
+    [msg] = _receive(stack["sqs"], direct, expect=1)
+    assert json.loads(msg["Body"])["id"] == event["id"]
+    probe = a.client.post(f"/api/v1/event-subscription/{sub['id']}/test", headers=a.headers())
+    assert probe.json["ok"] is True, probe.json
+    _receive(stack["sqs"], direct, expect=1)
+    capsys.readouterr()
+    # When the opt-in is revoked
+    assert cli(["tenant", "revoke-platform-credentials", a.tenant]) == 0
+    assert sub["id"] in capsys.readouterr().out
+    # Then the subscription is deactivated with the reason, and nothing more is sent
+    shown = a.get(f"/api/v1/event-subscription/{sub['id']}").json
+    assert shown["active"] is False
+    assert shown["deactivationReason"] == ("platform credentials are no longer allowed for this "
+                                           "tenant: use keys or a role")
+    calls = stack["proxy"].calls
+    a.post_event(order_event(id=f"p-{uuid.uuid4().hex}"))
+    _settle(stack)
+    probe = a.client.post(f"/api/v1/event-subscription/{sub['id']}/test", headers=a.headers())
+    assert (probe.json["ok"], probe.json["errorCode"]) == (False, "NotAllowed")
+    assert stack["proxy"].calls == calls  # no AWS call at all
+    assert _receive(stack["sqs"], direct, expect=1, timeout=2) == []
+    assert cli(["tenant", "show", a.tenant, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["id"] for s in report["deactivatedByPlatformRule"]] == [sub["id"]]
 
 
 def test_end_to_end_over_the_procfile_web_persist_and_deliver_processes(

@@ -176,3 +176,97 @@ def test_the_cli_and_the_api_share_the_secret(
     # Then the token is accepted
     assert resp.status_code == 200
     assert resp.get_json()["total"] == 0
+
+
+# --- tenant show / allow-platform-credentials / revoke-platform-credentials (issue 12) ---------
+
+def _platform_subscription(data_dir: Path, tenant: str, sub_id: str, url: str) -> None:
+    """A platform-credential subscription as the API would store it (the tenant is opted in)."""
+    from cryptography.fernet import Fernet
+
+    from store.crypto import SecretBox
+    from store.db import make_engine, make_session_factory
+    from store.subscriptions import SubscriptionIn, create_subscription
+
+    body = {"id": sub_id, "entityType": "ORDER", "subscribeCreate": True, "destination": {
+        "type": "SQS", "sqs": {"queueUrl": url, "credentials": "platform"}}}
+    engine = make_engine(f"sqlite:///{data_dir / 'eventcollector.db'}")
+    try:
+        with make_session_factory(engine)() as session:
+            create_subscription(session, tenant, SubscriptionIn.model_validate(body),
+                                SecretBox(Fernet.generate_key().decode()))
+    finally:
+        engine.dispose()
+
+
+def test_tenant_show_prints_the_external_id_and_that_platform_credentials_are_not_allowed(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    code, out, err = run(capsys, "tenant", "show", "shop", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["tenant"] == "shop" and shown["externalId"].startswith("ec-")
+    assert shown["platformCredentials"] == {"allowed": False, "accounts": []}
+    assert shown["deactivatedByPlatformRule"] == []
+    code, text, _ = run(capsys, "tenant", "show", "shop")
+    assert code == 0 and shown["externalId"] in text and "not allowed" in text
+    # The ExternalId is the tenant's for good: shown the same every time
+    assert json.loads(run(capsys, "tenant", "show", "shop", "--json")[1])["externalId"] \
+        == shown["externalId"]
+
+
+def test_allow_then_revoke_platform_credentials_and_show_lists_what_the_rule_deactivated(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    # When an operator allows two accounts (comma-separated, and a repeated flag)
+    code, out, err = run(capsys, "tenant", "allow-platform-credentials", "shop",
+                         "--accounts", "123456789012,210987654321", "--accounts", "123456789012")
+    assert code == 0, err
+    assert "123456789012, 210987654321" in out
+    shown = json.loads(run(capsys, "tenant", "show", "shop", "--json")[1])
+    assert shown["platformCredentials"] == {"allowed": True,
+                                            "accounts": ["123456789012", "210987654321"]}
+    # And the tenant has a platform subscription in each account
+    _platform_subscription(data_dir, "shop", "mine",
+                           "https://sqs.us-east-1.amazonaws.com/123456789012/orders")
+    _platform_subscription(data_dir, "shop", "other",
+                           "https://sqs.us-east-1.amazonaws.com/210987654321/orders")
+    # When one account is revoked
+    code, out, err = run(capsys, "tenant", "revoke-platform-credentials", "shop",
+                         "--accounts", "210987654321")
+    assert code == 0, err
+    assert "still allowed for AWS accounts 123456789012" in out and "other" in out
+    # Then show lists the subscription the rule deactivated, with the reason
+    shown = json.loads(run(capsys, "tenant", "show", "shop", "--json")[1])
+    assert [(s["id"], s["reason"]) for s in shown["deactivatedByPlatformRule"]] == [
+        ("other", "platform credentials are no longer allowed for this tenant: use keys or a role")]
+    assert shown["subscriptions"]["platform"] == {"active": 1, "inactive": 1}
+    # When the rest is revoked, the other one stops too and the tenant is not opted in any more
+    code, out, _ = run(capsys, "tenant", "revoke-platform-credentials", "shop")
+    assert code == 0 and "no longer allowed" in out and "mine" in out
+    shown = json.loads(run(capsys, "tenant", "show", "shop", "--json")[1])
+    assert shown["platformCredentials"] == {"allowed": False, "accounts": []}
+    assert sorted(s["id"] for s in shown["deactivatedByPlatformRule"]) == ["mine", "other"]
+    text = run(capsys, "tenant", "show", "shop")[1]
+    assert "mine" in text and "no longer allowed" in text
+
+
+@pytest.mark.parametrize("argv", [
+    ("tenant", "allow-platform-credentials", "shop", "--accounts", "12345"),
+    ("tenant", "allow-platform-credentials", "shop", "--accounts", "1234567890123"),
+    ("tenant", "allow-platform-credentials", "shop", "--accounts", "123456789012,12345678901x"),
+    ("tenant", "allow-platform-credentials", "shop", "--accounts", ","),
+    ("tenant", "allow-platform-credentials", "ghost", "--accounts", "123456789012"),
+    ("tenant", "revoke-platform-credentials", "ghost"),
+    ("tenant", "show", "ghost"),
+])
+def test_bad_accounts_or_an_unknown_tenant_exit_1(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    assert run(capsys, "tenant", "create", "shop", "--json")[0] == 0
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and err.startswith("error: ") and out == ""
+    shown = json.loads(run(capsys, "tenant", "show", "shop", "--json")[1])
+    assert shown["platformCredentials"]["allowed"] is False

@@ -217,7 +217,9 @@ def valid_case(api: Any, op: tuple[str, str], fixed_headers: dict[str, str]) -> 
         if "{" + name + "}" in path:
             kw["path_parameters"] = {name: "no-such-id"}
     subscription = {"entityType": "ORDER", "subscribeCreate": True, "destination": {
-        "type": "SQS", "sqs": {"queueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}}}
+        "type": "SQS", "sqs": {"queueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+                               "credentials": "role",
+                               "roleArn": "arn:aws:iam::123456789012:role/delivery"}}}
     job = {"notification": "REMINDER", "schedule": "0 9 * * *", "template_id": "d-1"}
     if path.startswith("/api/v1/event-subscription") and method in ("POST", "PUT") and \
             path.rsplit("/", 1)[-1] in ("event-subscription", "{sub_id}"):

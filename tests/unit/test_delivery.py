@@ -141,7 +141,7 @@ def test_an_sns_subscription_is_sent_to_its_topic(acme: Caller, stub: StubSender
     settle(acme.client.application)
     [(destination, message)] = stub.sent
     assert (destination.kind, destination.target, destination.region) == ("SNS", TOPIC_ARN, "us-east-1")
-    assert destination.access_key is None and destination.access_secret is None
+    assert (destination.access_key, destination.access_secret) == (ACCESS_KEY, ACCESS_SECRET)
     assert orjson.loads(message.body)["id"] == "evt-sns-1"
 
 

@@ -45,7 +45,7 @@ def sub(sub_id: str, entity: str = "ORDER", *, create: bool = False, change: boo
     return Subscription(
         id=sub_id, tenant="acme", active=active, entity_type=entity, subscribe_create=create,
         subscribe_change=change, subscribe_delete=delete, event_types=types,
-        destination_type="SQS", target=QUEUE_URL, region="us-east-1",
+        destination_type="SQS", target=QUEUE_URL, region="us-east-1", credentials="platform",
         created_at=NOW, updated_at=NOW,
     )
 
@@ -203,7 +203,7 @@ def test_index_cache_reuses_the_index_until_the_version_moves(embedded: Any) -> 
         # When nothing changed, Then the same index is returned
         assert cache.get(session, "acme") is first
         # When a subscription is created (which bumps the version)
-        data = SubscriptionIn.model_validate(sqs_body(keys=False, id="s-1"))
+        data = SubscriptionIn.model_validate(sqs_body(id="s-1"))
         create_subscription(session, "acme", data, runtime.box)
         # Then the next get reloads and matches it
         second = cache.get(session, "acme")
@@ -220,9 +220,9 @@ def test_index_cache_reuses_the_index_until_the_version_moves(embedded: Any) -> 
 def test_every_subscription_change_bumps_the_version(acme: Caller) -> None:
     app = acme.client.application
     v0 = _version(app, "acme")
-    created = create(acme, sqs_body(keys=False))
+    created = create(acme, sqs_body())
     assert _version(app, "acme") == v0 + 1
-    acme.client.put(f"{BASE}/{created['id']}", json=sqs_body(keys=False, subscribeChange=True),
+    acme.client.put(f"{BASE}/{created['id']}", json=sqs_body(subscribeChange=True),
                     headers=acme.headers())
     assert _version(app, "acme") == v0 + 2
     acme.client.put(f"{BASE}/{created['id']}/deactivate", headers=acme.headers())
@@ -244,12 +244,12 @@ def test_a_subscription_created_after_an_event_was_matched_gets_the_next_event(
 ) -> None:
     app = acme.client.application
     # Given subscription A, and an event already matched and sent to it (index cached)
-    create(acme, sqs_body(keys=False))
+    create(acme, sqs_body())
     acme.post_event(order_event(id="evt-1"))
     settle(app)
     assert _sent_ids(stub) == [("evt-1", QUEUE_URL)]
     # When subscription B is created through the API
-    create(acme, sqs_body(QUEUE_URL + "-b", keys=False))
+    create(acme, sqs_body(QUEUE_URL + "-b"))
     # And a new event is posted
     acme.post_event(order_event(id="evt-2"))
     settle(app)
@@ -259,7 +259,7 @@ def test_a_subscription_created_after_an_event_was_matched_gets_the_next_event(
 
 def test_a_deactivated_subscription_stops_matching_at_once(acme: Caller, stub: StubSender) -> None:
     app = acme.client.application
-    created = create(acme, sqs_body(keys=False))
+    created = create(acme, sqs_body())
     acme.post_event(order_event(id="evt-1"))
     settle(app)
     acme.client.put(f"{BASE}/{created['id']}/deactivate", headers=acme.headers())
@@ -275,12 +275,12 @@ def test_posted_events_reach_exactly_the_fitting_subscriptions(acme: Caller, glo
     app = acme.client.application
     # Given acme subscriptions: creates (default types), deletes with FAULT opted in, and an
     # inactive one to everything; and globex's subscription to ORDER creates
-    create(acme, sqs_body(QUEUE_URL + "-create", keys=False))
-    create(acme, sqs_body(QUEUE_URL + "-faults", keys=False, subscribeCreate=False,
+    create(acme, sqs_body(QUEUE_URL + "-create"))
+    create(acme, sqs_body(QUEUE_URL + "-faults", subscribeCreate=False,
                           subscribeDelete=True, eventTypes=["ENTITY_EVENT", "FAULT"]))
-    create(acme, sqs_body(QUEUE_URL + "-off", keys=False, active=False, subscribeChange=True,
+    create(acme, sqs_body(QUEUE_URL + "-off", active=False, subscribeChange=True,
                           subscribeDelete=True, eventTypes=["ENTITY_EVENT", "FAULT", "WARNING"]))
-    create(globex, sqs_body(QUEUE_URL + "-globex", keys=False))
+    create(globex, sqs_body(QUEUE_URL + "-globex"))
     payload = order_event()["event_payload"]
     # When acme posts a create, a read, a delete, a FAULT on a create, a FAULT without an
     # operation, a WARNING, and a CUSTOMER create
@@ -318,7 +318,7 @@ def test_1000_stored_subscriptions_on_other_entities_still_match_exactly_one(
                         .values(subscriptions_version=Tenant.subscriptions_version + 1))
         session.commit()
     # And one ORDER create subscription made through the API
-    the_one = create(acme, sqs_body(QUEUE_URL + "-one", keys=False))
+    the_one = create(acme, sqs_body(QUEUE_URL + "-one"))
     # When an ORDER create is posted
     acme.post_event(order_event(id="evt-order"))
     settle(app)

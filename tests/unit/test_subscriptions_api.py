@@ -131,8 +131,11 @@ def sqs_body(url: str = QUEUE_URL, *, keys: bool = True, **overrides: Any) -> di
 
 
 def sns_body(arn: str = TOPIC_ARN, **overrides: Any) -> dict[str, Any]:
+    """A valid ORDER-create subscription to an SNS topic, with keys."""
     body = sqs_body(**overrides)
-    body["destination"] = {"type": "SNS", "sns": {"topicArn": arn, "region": "us-east-1"}}
+    body["destination"] = {"type": "SNS", "sns": {"topicArn": arn, "region": "us-east-1",
+                                                  "accessKey": ACCESS_KEY,
+                                                  "accessSecret": ACCESS_SECRET}}
     return body
 
 
@@ -190,8 +193,8 @@ def test_post_is_201_with_location_and_masks_the_key_and_secret(acme: Caller) ->
     assert resp.headers["Location"] == f"{BASE}/{shown['id']}"
     # And the key is masked to its last 4 characters, the secret fully, and neither is echoed
     assert shown["destination"] == {"type": "SQS", "sqs": {
-        "queueUrl": QUEUE_URL, "region": "us-east-1",
-        "accessKey": "****MPLE", "accessSecret": "********"}}
+        "queueUrl": QUEUE_URL, "region": "us-east-1", "credentials": "keys",
+        "accessKey": "****MPLE", "accessSecret": "********", "roleArn": None, "externalId": None}}
     text = resp.get_data(as_text=True)
     assert ACCESS_SECRET not in text and ACCESS_KEY not in text
     assert shown["active"] is True and shown["entityType"] == "ORDER"
@@ -230,7 +233,8 @@ def test_get_one_and_list_show_only_active_ones_unless_include_inactive(acme: Ca
     off_shown = acme.get(f"{BASE}/{off['id']}").get_json()
     assert off_shown["active"] is False and off_shown["deactivationReason"] == "created inactive"
     assert off_shown["destination"] == {"type": "SNS", "sns": {
-        "topicArn": TOPIC_ARN, "region": "us-east-1", "accessKey": None, "accessSecret": None}}
+        "topicArn": TOPIC_ARN, "region": "us-east-1", "credentials": "keys",
+        "accessKey": "****MPLE", "accessSecret": "********", "roleArn": None, "externalId": None}}
     # When listed by default, only the active one appears
     assert [s["id"] for s in acme.get(BASE).get_json()] == [on["id"]]
     # And include_inactive=true lists both, in creation order
@@ -249,7 +253,7 @@ def test_put_with_the_id_in_the_body_updates(acme: Caller) -> None:
     # Given a subscription to ORDER creates
     shown = create(acme, sqs_body())
     # When PUT /event-subscription carries its id and turns on changes and deletes
-    body = sqs_body(id=shown["id"], subscribeChange=True, subscribeDelete=True, keys=False)
+    body = sqs_body(id=shown["id"], subscribeChange=True, subscribeDelete=True)
     resp = put(acme, BASE, body)
     # Then it is updated in place
     assert resp.status_code == 200, resp.get_data(as_text=True)
@@ -257,9 +261,9 @@ def test_put_with_the_id_in_the_body_updates(acme: Caller) -> None:
     assert updated["id"] == shown["id"]
     assert (updated["subscribeCreate"], updated["subscribeChange"], updated["subscribeDelete"]) \
         == (True, True, True)
-    # And dropping the keys drops them (platform credentials from now on)
-    assert updated["destination"]["sqs"]["accessKey"] is None
-    assert updated["destination"]["sqs"]["accessSecret"] is None
+    # (dropping the keys is a 400, never a silent switch to other credentials:
+    # test_aws_identity.py::test_a_put_that_omits_the_keys_of_a_keys_subscription_is_a_400_and_keeps_them)
+    assert updated["destination"]["sqs"]["accessKey"] == "****MPLE"
     assert acme.get(f"{BASE}/{shown['id']}").get_json() == updated
 
 
@@ -279,7 +283,8 @@ def test_put_by_path_updates(acme: Caller) -> None:
     updated = resp.get_json()
     assert updated["id"] == shown["id"] and updated["entityType"] == "CUSTOMER"
     assert updated["destination"] == {"type": "SNS", "sns": {
-        "topicArn": TOPIC_ARN, "region": "us-east-1", "accessKey": None, "accessSecret": None}}
+        "topicArn": TOPIC_ARN, "region": "us-east-1", "credentials": "keys",
+        "accessKey": "****MPLE", "accessSecret": "********", "roleArn": None, "externalId": None}}
     assert [s["id"] for s in acme.get(BASE).get_json()] == [shown["id"]]
 
 
@@ -400,9 +405,9 @@ def test_deactivate_unknown_is_404(acme: Caller) -> None:
 
 
 def test_put_active_true_reactivates_and_clears_the_reason(acme: Caller) -> None:
-    created = create(acme, sqs_body(keys=False))
+    created = create(acme, sqs_body())
     acme.client.put(f"{BASE}/{created['id']}/deactivate", headers=acme.headers())
-    resp = put(acme, f"{BASE}/{created['id']}", sqs_body(keys=False))
+    resp = put(acme, f"{BASE}/{created['id']}", sqs_body())
     assert resp.status_code == 200
     shown = resp.get_json()
     assert shown["active"] is True
@@ -517,7 +522,7 @@ def _all(*changes: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]
 
 
 def _sns(body: dict[str, Any]) -> None:
-    body["destination"] = {"type": "SNS", "sns": {"topicArn": TOPIC_ARN, "region": "us-east-1"}}
+    body["destination"] = sns_body()["destination"]
 
 
 INVALID = [
@@ -666,24 +671,28 @@ def test_without_a_secret_key_keys_are_refused_with_a_clear_400(
     error = assert_error(resp, 400, "invalid_subscription")
     assert [d["field"] for d in error["details"]] == ["destination.accessSecret"]
     assert "no EC_SECRET_KEY" in error["message"]
-    assert "omit accessKey and accessSecret" in error["message"]
+    assert '"credentials": "role"' in error["message"]
     assert ACCESS_SECRET not in resp.get_data(as_text=True)
     assert acme.get(BASE, query_string={"include_inactive": "true"}).get_json() == []
 
 
-def test_without_a_secret_key_a_subscription_without_keys_works(
+def test_without_a_secret_key_a_role_subscription_works(
     keyless: tuple[Caller, StubSender]
 ) -> None:
     acme, stub = keyless
-    # Given a deployment with secret_key=None, When a subscription without keys is posted
-    shown = create(acme, sqs_body(keys=False))
+    # Given a deployment with secret_key=None, When a role subscription is posted
+    body = sqs_body(keys=False)
+    body["destination"]["sqs"].update(credentials="role",
+                                      roleArn="arn:aws:iam::123456789012:role/delivery")
+    shown = create(acme, body)
     # Then it is created without keys
     assert shown["destination"]["sqs"]["accessKey"] is None
     assert shown["destination"]["sqs"]["accessSecret"] is None
-    # And matching events are sent with the platform's credentials (no key on the destination)
+    # And matching events are sent through the role, with no key on the destination
     acme.post_event(order_event(id="evt-keyless-1"))
     settle(acme.client.application)
     assert len(stub.sent) == 1
     destination, message = stub.sent[0]
     assert destination.access_key is None and destination.access_secret is None
+    assert destination.role_arn == "arn:aws:iam::123456789012:role/delivery"
     assert message.attributes["event_id"] == "evt-keyless-1"
