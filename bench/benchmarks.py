@@ -253,7 +253,8 @@ def _subscription(stack: Stack, queue_name: str) -> str:
     r = requests.post(f"http://127.0.0.1:{stack.web_port}/api/v1/event-subscription",
                       headers=stack.headers, timeout=10,
                       json={"entityType": "ORDER", "subscribeCreate": True, "destination": {
-                          "type": "SQS", "sqs": {"queueUrl": url, "region": "us-east-1"}}})
+                          "type": "SQS", "sqs": {"queueUrl": url, "region": "us-east-1",
+                                                 "credentials": "platform"}}})
     if r.status_code != 201:
         raise RuntimeError(f"subscription: {r.status_code} {r.text}")
     return url

@@ -277,6 +277,10 @@ class Stack:
         subprocess.run([str(BIN / "eventcollector"), "tenant", "limits", tenant, "--per-second",
                         "10000000", "--burst", "100000000"], env={**os.environ, **self.env},
                        capture_output=True, check=True, cwd=ROOT)
+        # B4/B6 deliver with the deliver pool's own credentials, to moto's default account.
+        subprocess.run([str(BIN / "eventcollector"), "tenant", "allow-platform-credentials",
+                        tenant, "--accounts", "123456789012"], env={**os.environ, **self.env},
+                       capture_output=True, check=True, cwd=ROOT)
         from store.auth import SCOPES, mint_token
 
         token = mint_token(TOKEN_SECRET, tenant=tenant, client_id="bench",

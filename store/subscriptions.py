@@ -46,7 +46,7 @@ THREE_FORMS = (
     '"credentials" may be left out when both keys are sent); '
     '{"credentials": "role", "roleArn": "arn:aws:iam::<account>:role/<name>"} (a role of yours '
     'that Event Collector assumes with STS, passing your tenant\'s externalId, which the '
-    'response shows and which you require in the role\'s trust policy; you do not send it); '
+    'response shows and which you require in the role\'s trust policy; you cannot choose it); '
     '{"credentials": "platform"} (the platform\'s own AWS identity: only when an operator has '
     'allowed it for your tenant, and only for queues and topics in the AWS accounts allowed)'
 )

@@ -139,6 +139,10 @@ def create_tenant(stack: Stack) -> tuple[str, dict[str, str]]:
          f"c-{uuid.uuid4().hex[:6]}", "--json"], env={**os.environ, **stack.env},
         capture_output=True, text=True, check=True)
     tenant = json.loads(out.stdout)["tenant"]
+    # Its subscriptions deliver with the deliver pool's own credentials, to moto's account.
+    subprocess.run([str(Path(sys.executable).parent / "eventcollector"), "tenant",
+                    "allow-platform-credentials", tenant, "--accounts", "123456789012"],
+                   env={**os.environ, **stack.env}, capture_output=True, text=True, check=True)
     return tenant, {"Authorization": f"Bearer {mint(tenant, ttl=3600)}", "X-TWC-Tenant": tenant}
 
 
@@ -148,7 +152,8 @@ def sqs_subscription(stack: Stack, headers: dict[str, str], moto: MotoServer) ->
     url = sqs.create_queue(QueueName=f"chaos-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     sub = requests.post(stack.base + "/api/v1/event-subscription", headers=headers, timeout=10,
                         json={"entityType": "ORDER", "subscribeCreate": True, "destination": {
-                            "type": "SQS", "sqs": {"queueUrl": url, "region": "us-east-1"}}})
+                            "type": "SQS", "sqs": {"queueUrl": url, "region": "us-east-1",
+                                                   "credentials": "platform"}}})
     assert sub.status_code == 201, sub.text
     return url, sub.json()["id"]
 

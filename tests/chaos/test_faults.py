@@ -168,7 +168,8 @@ def test_aws_endpoint_down_then_back(stack_factory: Any, pg: PrivatePostgres,
     drain = drainer(direct)
     sub = requests.post(stack.base + "/api/v1/event-subscription", headers=headers, timeout=10,
                         json={"entityType": "ORDER", "subscribeCreate": True, "destination": {
-                            "type": "SQS", "sqs": {"queueUrl": via, "region": "us-east-1"}}}).json()
+                            "type": "SQS", "sqs": {"queueUrl": via, "region": "us-east-1",
+                                                   "credentials": "platform"}}}).json()
     # When the endpoint goes away (connections refused) while events arrive
     proxy.stop()
     ledger = Ledger()
