@@ -12,6 +12,7 @@ A destination authenticates in exactly one of three ways (``Subscription.credent
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ ACCOUNT_RE = re.compile(r"\d{12}")
 # longer use the platform's identity for its destination (revoked, or never granted: migrated).
 PLATFORM_NOT_ALLOWED = ("platform credentials are no longer allowed for this tenant: use keys "
                         "or a role")
-_SESSION_CHARS = re.compile(r"[^\w+=,.@-]")
+_SESSION_CHARS = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 
 class UnknownTenant(Exception):
@@ -49,8 +50,12 @@ def new_external_id() -> str:
 def role_session_name(tenant: str, subscription_id: str) -> str:
     """The RoleSessionName naming tenant and subscription (STS: ``[\\w+=,.@-]{2,64}``), so the
     tenant's CloudTrail shows which subscription assumed its role."""
-    name = _SESSION_CHARS.sub("-", f"ec.{tenant}.{subscription_id}")
-    return name[:64]
+    full = f"ec.{tenant}.{subscription_id}"
+    name = _SESSION_CHARS.sub("-", full)
+    if len(name) <= 64 and name == full:
+        return name
+    # Too long, or characters replaced: keep it readable and unique with a digest of the original.
+    return name[:51] + "." + hashlib.sha256(full.encode()).hexdigest()[:12]
 
 
 def parse_accounts(values: list[str]) -> list[str]:

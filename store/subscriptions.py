@@ -85,10 +85,13 @@ class _Keys(BaseModel):
         None, description="how deliveries authenticate to AWS: keys, role or platform")
     accessKey: Secretish | None = None
     accessSecret: Secretish | None = None
-    roleArn: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    roleArn: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        None, description="credentials role: the IAM role assumed with STS AssumeRole")
     # Read-only: GET shows the tenant's ExternalId on a role destination. Sending it back
     # unchanged is accepted (and ignored); any other value is refused by _apply.
-    externalId: Annotated[str, StringConstraints(max_length=1224)] | None = None
+    externalId: Annotated[str, StringConstraints(max_length=1224)] | None = Field(
+        None, description="read-only (generated per tenant): leave it out, or send back the "
+                          "value a GET showed")
 
     @field_validator("region")
     @classmethod

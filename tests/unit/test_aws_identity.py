@@ -454,7 +454,11 @@ def test_the_role_session_name_is_a_valid_sts_name_for_any_tenant_and_id() -> No
     for tenant, sub_id in [("acme", "s-1"), ("a" * 64, "b" * 128), ("x.y-z", "id:with:colons")]:
         name = role_session_name(tenant, sub_id)
         assert re.fullmatch(r"[\w+=,.@-]{2,64}", name), name
+    assert role_session_name("acme", "s-1") == "ec.acme.s-1"
     assert role_session_name("acme", "s-1") != role_session_name("acme", "s-2")
+    # Long or rewritten names stay distinct per subscription
+    assert role_session_name("a" * 64, "b" * 127 + "1") != role_session_name("a" * 64, "b" * 127 + "2")
+    assert role_session_name("acme", "x:y") != role_session_name("acme", "x-y")
 
 
 def test_the_migration_marks_existing_rows_and_backfills_external_ids(tmp_path: Any) -> None:
