@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -13,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.http import ApiError, json_response, validation_details
 from api.security import require
 from store.domain import (
-    EVENT_ID_PATTERN,
+    EVENT_ID_RE,
     EntityName,
     EventSource,
     EventType,
@@ -23,7 +22,11 @@ from store.domain import (
 from store.events import EventQuery, get_event, list_events, to_document
 
 bp = Blueprint("events", __name__)
-VALID_ID = re.compile(EVENT_ID_PATTERN)
+
+
+def valid_event_id(value: str) -> bool:
+    """True when ``value`` (a path segment) is shaped like an event, subscription or job id."""
+    return EVENT_ID_RE.fullmatch(value) is not None
 
 
 def _upper(value: object) -> object:
@@ -109,7 +112,7 @@ def not_found(event_id: str) -> ApiError:
 def get_one(event_id: str) -> Response:
     runtime = current_app.extensions["ec.runtime"]
     tenant = g.principal.tenant
-    if not VALID_ID.match(event_id):
+    if not valid_event_id(event_id):
         raise not_found(event_id)
     try:
         with runtime.sessions() as session:

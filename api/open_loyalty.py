@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.events import VALID_ID, Direction, parse_query
+from api.events import Direction, parse_query, valid_event_id
 from api.http import ApiError, json_response
 from api.security import require
 from store.domain import decoded_payload, format_time
@@ -67,11 +67,11 @@ def list_ol() -> Response:
 @require("events:read", tenant_header=False)
 def get_ol(event_id: str) -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    if not VALID_ID.match(event_id):
+    if not valid_event_id(event_id):
         raise ApiError(404, "not_found", "no such event")
     with runtime.sessions() as session:
         row = None
-        if event_id.isdigit() and len(event_id) < 19:
+        if event_id.isascii() and event_id.isdigit() and len(event_id) < 19:
             row = get_event_by_seq(session, g.principal.tenant, int(event_id))
         if row is None:
             row = get_event(session, g.principal.tenant, event_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -14,11 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.http import ApiError
 from broker.ratelimit import Charge, RateLimited, retry_after_header
 from store.auth import InvalidToken, Principal, rate_limits, verify_token
-from store.domain import TENANT_PATTERN
+from store.domain import TENANT_RE
 
 F = TypeVar("F", bound=Callable[..., Any])
 TENANT_HEADER = "X-TWC-Tenant"
-_TENANT_RE = re.compile(TENANT_PATTERN)
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -42,7 +40,7 @@ def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) ->
         raise ApiError(400, "missing_tenant", f"the {TENANT_HEADER} header is required",
                        [{"field": TENANT_HEADER, "message": "required", "type": "missing"}])
     if claimed is not None:
-        if not _TENANT_RE.match(claimed):
+        if not TENANT_RE.fullmatch(claimed):
             raise ApiError(400, "invalid_tenant", f"the {TENANT_HEADER} header is malformed",
                            [{"field": TENANT_HEADER, "message": "malformed", "type": "pattern"}])
         if claimed != principal.tenant:

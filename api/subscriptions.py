@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from api.events import VALID_ID, Moment, parse_query
+from api.events import Moment, parse_query, valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_deliveries
@@ -58,7 +58,7 @@ def _domain_error(exc: SubscriptionError) -> ApiError:
 
 
 def _check_id(value: str) -> None:
-    if not VALID_ID.match(value):
+    if not valid_event_id(value):
         raise _not_found()
 
 
@@ -170,7 +170,7 @@ def delete(sub_id: str) -> Response:
 
 class AttemptParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    status: str | None = Field(None, pattern="^(succeeded|retrying|failed)$")
+    status: Literal["succeeded", "retrying", "failed"] | None = None
     since: Moment | None = None
     from_id: int | None = Field(None, ge=1, le=2**62)
     per_page: int = Field(50, ge=1, le=500)

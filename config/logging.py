@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from delivery.redact import scrub
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -25,7 +27,9 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            # An exception's text may quote signed request headers (botocore's does): never
+            # write a credential, signature or key id (delivery/redact.py).
+            "msg": scrub(record.getMessage()),
         }
         for name, var in (("request_id", request_id), ("tenant", tenant),
                           ("correlation_id", correlation_id)):
@@ -34,9 +38,10 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
+                entry[key] = (value if isinstance(value, int | float | bool)
+                              else scrub(value if isinstance(value, str) else str(value)))
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = scrub(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ from store.crypto import SecretBox, SecretsUnavailable
 from store.db import begin_write
 from store.deliveries import lock_deliveries, record_attempt
 from store.events import get_events, to_document
+from store.limits import full_pattern
 from store.models import Delivery, Subscription
 from store.subscriptions import deactivate_subscription, get_subscription
 
 log = logging.getLogger(__name__)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
+_SAFE_ID = full_pattern(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class RetryPolicy:
 
 
 def _fifo_id(value: str) -> str:
-    return value if _SAFE_ID.match(value) else hashlib.sha256(value.encode()).hexdigest()
+    return value if _SAFE_ID.fullmatch(value) else hashlib.sha256(value.encode()).hexdigest()
 
 
 def build_message(tenant: str, document: dict[str, Any], delivery: Delivery) -> OutgoingMessage:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
@@ -17,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.domain import TENANT_PATTERN
+from store.domain import TENANT_RE
 from store.models import ApiClient, Tenant
 
 SCOPES = ("events:write", "events:read", "subscriptions", "jobs")
@@ -102,7 +101,7 @@ def parse_scopes(raw: str | list[str] | None) -> frozenset[str]:
 
 def create_tenant(session: Session, name: str) -> Credentials:
     """Create a tenant with one client holding every scope; the secret is shown only here."""
-    if not re.match(TENANT_PATTERN, name):
+    if not TENANT_RE.fullmatch(name):
         raise InvalidTenantName(
             "tenant names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from store.db import begin_write
-from store.domain import EVENT_ID_PATTERN, format_time, new_event_id
+from store.domain import ClientId, format_time, new_event_id
 from store.models import Job, JobRun
 from store.schedules import Schedule, ScheduleError, parse_schedule, zone
 
@@ -44,7 +44,7 @@ class JobIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] | None = None
+    id: ClientId | None = None
     deleted: bool = False
     is_active: bool = True
     is_scheduled: bool = True

@@ -11,6 +11,5 @@ class SnsSender(Sender):
         self.clients = clients or ClientCache()
 
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
-        client = self.clients.get("sns", destination)
-        return call(client.publish, TopicArn=destination.target, Message=message.body,
-                    **message_kwargs(destination, message))
+        return call(self.clients, "sns", destination, "publish", TopicArn=destination.target,
+                    Message=message.body, **message_kwargs(destination, message))

@@ -22,9 +22,8 @@ class SqsSender(Sender):
         self.clients = clients or ClientCache()
 
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
-        client = self.clients.get("sqs", destination)
-        return call(client.send_message, QueueUrl=destination.target, MessageBody=message.body,
-                    **message_kwargs(destination, message))
+        return call(self.clients, "sqs", destination, "send_message", QueueUrl=destination.target,
+                    MessageBody=message.body, **message_kwargs(destination, message))
 
     def send_batch(self, destination: Destination,
                    messages: list[OutgoingMessage]) -> list[SendResult]:
@@ -37,12 +36,11 @@ class SqsSender(Sender):
                    messages: list[OutgoingMessage]) -> list[SendResult]:
         if len(messages) == 1:
             return [self.send(destination, messages[0])]
-        client = self.clients.get("sqs", destination)
         entries: list[dict[str, Any]] = [
             {"Id": str(i), "MessageBody": m.body, **message_kwargs(destination, m)}
             for i, m in enumerate(messages)]
-        return call_batch(client.send_message_batch, len(entries), QueueUrl=destination.target,
-                          Entries=entries)
+        return call_batch(self.clients, "sqs", destination, "send_message_batch", len(entries),
+                          QueueUrl=destination.target, Entries=entries)
 
 
 def _chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
