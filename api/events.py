@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from flask import Blueprint, Response, current_app, g, request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from flask import Blueprint, Response, current_app, g
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.http import ApiError, json_response, validation_details
+from api.http import ApiError, json_response
 from api.security import require
 from store.domain import (
     EVENT_ID_RE,
     EntityName,
     EventSource,
     EventType,
+    MomentOutOfRange,
     Operation,
     parse_time,
 )
@@ -37,6 +38,9 @@ def _aware(value: object) -> object:
     if isinstance(value, str):
         try:
             return parse_time(value)
+        except MomentOutOfRange:
+            raise ValueError("must be an RFC 3339 date-time within the years 1-9999 in UTC") \
+                from None
         except ValueError:
             raise ValueError("must be an RFC 3339 date-time") from None
     return value
@@ -56,7 +60,7 @@ Filter = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_pr
 class EventListParams(BaseModel):
     """Query parameters of GET /api/v1/events."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     from_id: int | None = Field(None, ge=1, le=2**62)
     per_page: int = Field(10, ge=1, le=100)
@@ -88,21 +92,6 @@ class EventListParams(BaseModel):
         )
 
 
-def parse_query(model: type[BaseModel]) -> BaseModel:
-    raw = {}
-    for key in request.args:
-        values = request.args.getlist(key)
-        if len(values) > 1:
-            raise ApiError(400, "invalid_query", f"give {key} once",
-                           [{"field": key, "message": "repeated", "type": "repeated"}])
-        raw[key] = values[0]
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_query", "invalid query parameters",
-                       validation_details(exc)) from None
-
-
 def not_found(event_id: str) -> ApiError:
     return ApiError(404, "not_found", "no such event")
 
@@ -132,10 +121,10 @@ def get_one(event_id: str) -> Response:
 
 
 @bp.get("/api/v1/events")
-@require("events:read")
+@require("events:read", query=EventListParams)
 def list_all() -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    params = parse_query(EventListParams)
+    params = g.query
     assert isinstance(params, EventListParams)
     with runtime.sessions() as session:
         page = list_events(session, g.principal.tenant, params.to_query())

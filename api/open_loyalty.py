@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.events import Direction, parse_query, valid_event_id
+from api.events import Direction, valid_event_id
 from api.http import ApiError, json_response
 from api.security import require
 from store.domain import decoded_payload, format_time
@@ -20,7 +20,7 @@ _SORTS = {"id": "id", "recorderOn": "received_at", "recorderon": "received_at"}
 
 
 class OpenLoyaltyParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     fromId: int | None = Field(None, ge=1, le=2**62)
     perPage: int = Field(10, ge=1, le=100)
@@ -50,10 +50,10 @@ def to_open_loyalty(row: EventRecord) -> dict[str, Any]:
 
 
 @bp.get("/api/event")
-@require("events:read", tenant_header=False)
+@require("events:read", tenant_header=False, query=OpenLoyaltyParams)
 def list_ol() -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    params = parse_query(OpenLoyaltyParams)
+    params = g.query
     assert isinstance(params, OpenLoyaltyParams)
     query = EventQuery(from_seq=params.fromId, per_page=params.perPage, sort=params.sort,
                        descending=params.direction == "DESC")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from api.events import Moment, parse_query, valid_event_id
+from api.events import Moment, valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_deliveries
@@ -117,14 +117,14 @@ def update_by_path(sub_id: str) -> Response:
 
 
 class ListParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     include_inactive: bool = False
 
 
 @bp.get(BASE)
-@require("subscriptions")
+@require("subscriptions", query=ListParams)
 def list_all() -> Response:
-    params = parse_query(ListParams)
+    params = g.query
     assert isinstance(params, ListParams)
     with _runtime().sessions() as session:
         subs = list_subscriptions(session, g.principal.tenant,
@@ -169,7 +169,7 @@ def delete(sub_id: str) -> Response:
 
 
 class AttemptParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     status: Literal["succeeded", "retrying", "failed"] | None = None
     since: Moment | None = None
     from_id: int | None = Field(None, ge=1, le=2**62)
@@ -177,10 +177,10 @@ class AttemptParams(BaseModel):
 
 
 @bp.get(f"{BASE}/<string:sub_id>/deliveries")
-@require("subscriptions")
+@require("subscriptions", query=AttemptParams)
 def deliveries(sub_id: str) -> Response:
     _check_id(sub_id)
-    params = parse_query(AttemptParams)
+    params = g.query
     assert isinstance(params, AttemptParams)
     with _runtime().sessions() as session:
         if get_subscription(session, g.principal.tenant, sub_id) is None:
