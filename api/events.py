@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -21,6 +21,9 @@ from store.domain import (
     parse_time,
 )
 from store.events import EventQuery, get_event, list_events, to_document
+from store.limits import CORRELATION_ID_MAX, ENTITY_ID_MAX, SEQ_MAX
+from store.quarantine import get_quarantined
+from store.quarantine import to_api as quarantine_api
 
 bp = Blueprint("events", __name__)
 
@@ -54,7 +57,11 @@ def _printable(value: object) -> object:
     return value
 
 
-Filter = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_printable)]
+# A filter is as long as the column it is compared with: every stored value can be searched for.
+EntityIdFilter = Annotated[str, Field(min_length=1, max_length=ENTITY_ID_MAX),
+                           BeforeValidator(_printable)]
+CorrelationFilter = Annotated[str, Field(min_length=1, max_length=CORRELATION_ID_MAX),
+                              BeforeValidator(_printable)]
 
 
 class EventListParams(BaseModel):
@@ -62,16 +69,16 @@ class EventListParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    from_id: int | None = Field(None, ge=1, le=2**62)
+    from_id: int | None = Field(None, ge=1, le=SEQ_MAX)
     per_page: int = Field(10, ge=1, le=100)
     sort: Literal["id", "received_at"] = "id"
     direction: Direction = "ASC"
     event_type: EventType | None = None
     event_source: EventSource | None = None
     entity_name: EntityName | None = None
-    entity_id: Filter | None = None
+    entity_id: EntityIdFilter | None = None
     operation: Operation | None = None
-    correlation_id: Filter | None = None
+    correlation_id: CorrelationFilter | None = None
     since: Moment | None = None
     until: Moment | None = None
 
@@ -99,24 +106,33 @@ def not_found(event_id: str) -> ApiError:
 @bp.get("/api/v1/events/<string:event_id>")
 @require("events:read")
 def get_one(event_id: str) -> Response:
+    """The event with its ``status``: ``stored``; ``quarantined`` (accepted, but the database
+    refused it: the accepted document with the ``quarantine`` reason); or ``accepted`` (not
+    stored yet: the intake's record, read-your-writes)."""
     runtime = current_app.extensions["ec.runtime"]
     tenant = g.principal.tenant
     if not valid_event_id(event_id):
         raise not_found(event_id)
+    document: dict[str, Any] | None = None
     try:
         with runtime.sessions() as session:
             row = get_event(session, tenant, event_id)
-            document = to_document(row) if row is not None else None
+            if row is not None:
+                document = {**to_document(row), "status": "stored"}
+            else:
+                held = get_quarantined(session, tenant, event_id)
+                document = quarantine_api(held) if held is not None else None
     except SQLAlchemyError:
-        document = runtime.intake.lookup(tenant, event_id)
-        if document is None:
+        accepted = runtime.intake.lookup(tenant, event_id)
+        if accepted is None:
             raise
-        return json_response(document)
+        return json_response({**accepted, "status": "accepted"})
     if document is None:
         # Accepted but not stored yet: the intake remembers it (read-your-writes).
-        document = runtime.intake.lookup(tenant, event_id)
-        if document is None:
+        accepted = runtime.intake.lookup(tenant, event_id)
+        if accepted is None:
             raise not_found(event_id)
+        document = {**accepted, "status": "accepted"}
     return json_response(document)
 
 

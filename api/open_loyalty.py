@@ -12,6 +12,7 @@ from api.http import ApiError, json_response
 from api.security import require
 from store.domain import decoded_payload, format_time
 from store.events import EventQuery, get_event, get_event_by_seq, list_events
+from store.limits import SEQ_MAX
 from store.models import EventRecord
 
 bp = Blueprint("open_loyalty", __name__)
@@ -22,7 +23,7 @@ _SORTS = {"id": "id", "recorderOn": "received_at", "recorderon": "received_at"}
 class OpenLoyaltyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fromId: int | None = Field(None, ge=1, le=2**62)
+    fromId: int | None = Field(None, ge=1, le=SEQ_MAX)
     perPage: int = Field(10, ge=1, le=100)
     sort: Annotated[Literal["id", "received_at"],
                     BeforeValidator(lambda v: _SORTS.get(v, v)),

@@ -18,6 +18,7 @@ from store.crypto import SecretsUnavailable
 from store.db import begin_write
 from store.deliveries import list_attempts, replay_deliveries
 from store.domain import format_time, new_event_id
+from store.limits import SEQ_MAX
 from store.models import Delivery
 from store.subscriptions import (
     SubscriptionError,
@@ -172,7 +173,7 @@ class AttemptParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["succeeded", "retrying", "failed"] | None = None
     since: Moment | None = None
-    from_id: int | None = Field(None, ge=1, le=2**62)
+    from_id: int | None = Field(None, ge=1, le=SEQ_MAX)
     per_page: int = Field(50, ge=1, le=500)
 
 

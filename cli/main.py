@@ -91,7 +91,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_limits(args: argparse.Namespace) -> int:
-    from store.auth import UnknownTenant, set_rate_limit
+    from store.auth import InvalidRateLimit, UnknownTenant, set_rate_limit
     from store.db import make_engine, make_session_factory
 
     settings = _settings()
@@ -100,7 +100,7 @@ def cmd_tenant_limits(args: argparse.Namespace) -> int:
         with make_session_factory(engine)() as session:
             set_rate_limit(session, args.name, None if args.reset else args.per_second,
                            None if args.reset else args.burst)
-    except UnknownTenant as exc:
+    except (UnknownTenant, InvalidRateLimit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
