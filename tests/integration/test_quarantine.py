@@ -276,3 +276,60 @@ def test_the_migrated_schema_holds_what_the_contract_accepts(private_pg: str) ->
     assert wrong == []
     assert "USING hash (correlation_id)" in indexes["ix_events_correlation"]
     assert "ix_events_tenant_correlation" not in indexes
+
+
+def _events_row(conn: Any, event_id: str, correlation: str) -> None:
+    conn.execute(text(
+        "INSERT INTO events (tenant, event_id, event_source, event_type, key_attributes, "
+        "correlation_id, body_hash, received_at, stored_at) VALUES ('acme', :id, 'CONNECTOR', "
+        "'FAULT', :attrs, :corr, :h, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+        {"id": event_id, "attrs": json.dumps({"correlationId": correlation}), "corr": correlation,
+         "h": "0" * 64})
+
+
+def test_migration_0006_on_a_postgresql_database_that_holds_rows(pg_url: str) -> None:
+    from config.settings import normalize_database_url
+
+    name = f"ec_test_m_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        check_migration_0006(normalize_database_url(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"))
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def check_migration_0006(url: str) -> None:
+    """Upgrade a database holding events from 0005 to 0006: the rows
+    stay, a 2,048-character correlationId then fits and is found by the filter, the quarantine
+    takes rows."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from store.db import upgrade
+    from store.events import EventQuery, list_events
+    from store.quarantine import list_quarantined, quarantine
+
+    upgrade(url, "0005")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for i in range(3):
+            _events_row(conn, f"old-{i}", f"corr-{i}")
+    upgrade(url)
+    long_corr = "".join(chr(0x10000 + (i * 7919) % 0xFFFF) for i in range(2048))
+    with engine.begin() as conn:
+        _events_row(conn, "new-long", long_corr)
+    with Session(engine) as session:
+        assert [r.event_id for r in list_events(session, "acme", EventQuery(per_page=10)).rows] \
+            == ["old-0", "old-1", "old-2", "new-long"]
+        found = list_events(session, "acme", EventQuery(correlation_id=long_corr)).rows
+        assert [r.event_id for r in found] == ["new-long"]
+        assert [r.event_id for r in list_events(session, "acme",
+                                                EventQuery(correlation_id="corr-1")).rows] \
+            == ["old-1"]
+        quarantine(session, "acme", {"id": "q-1", "x": "\x00"}, ValueError("refused"),
+                   retried=False)
+        session.commit()
+        assert [r.event_id for r in list_quarantined(session, tenant="acme").rows] == ["q-1"]
+    engine.dispose()

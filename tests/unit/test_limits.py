@@ -355,3 +355,9 @@ def test_the_quarantine_holds_any_accepted_document() -> None:
     # (the document is kept as ASCII JSON text: nothing an accepted event holds can fail there)
     assert isinstance(Q.document.type, Text)
     assert Q.reason.type.length >= limits.ERROR_TEXT_MAX
+
+
+def test_migration_0006_on_a_sqlite_database_that_holds_rows(tmp_path: Any) -> None:
+    from tests.integration.test_quarantine import check_migration_0006
+
+    check_migration_0006(f"sqlite:///{tmp_path / 'm.db'}")
