@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from delivery.redact import scrub
+from delivery.redact import needs_scrub, scrub
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
@@ -23,13 +23,11 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context, extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            # An exception's text may quote signed request headers (botocore's does): never
-            # write a credential, signature or key id (delivery/redact.py).
-            "msg": scrub(record.getMessage()),
+            "msg": record.getMessage(),
         }
         for name, var in (("request_id", request_id), ("tenant", tenant),
                           ("correlation_id", correlation_id)):
@@ -38,10 +36,14 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = (value if isinstance(value, int | float | bool)
-                              else scrub(value if isinstance(value, str) else str(value)))
+                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_info:
-            entry["exc"] = scrub(self.formatException(record.exc_info))
+            entry["exc"] = self.formatException(record.exc_info)
+        # An exception's text may quote signed request headers (botocore's does): never write
+        # a credential, signature or key id (delivery/redact.py). One substring pass decides.
+        texts = [v for v in entry.values() if isinstance(v, str)]
+        if needs_scrub("\n".join(texts)):
+            entry = {k: scrub(v) if isinstance(v, str) else v for k, v in entry.items()}
         return orjson.dumps(entry).decode()
 
 
