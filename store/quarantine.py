@@ -46,7 +46,7 @@ def describe(exc: BaseException) -> tuple[str, str]:
 
 def _encode(document: dict[str, Any]) -> str:
     # ASCII JSON: escapes make any accepted text (and anything a bug let through) storable.
-    return json.dumps(document, ensure_ascii=True, sort_keys=True)
+    return json.dumps(document, ensure_ascii=True)
 
 
 def quarantine(session: Session, tenant: str, document: dict[str, Any], exc: BaseException,

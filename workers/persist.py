@@ -126,9 +126,9 @@ def persist_many(
         _salvage(session, tenant, list(docs.values()), index, out)
         for event_id, exc in out.refused.items():
             quarantine(session, tenant, docs[event_id], exc, retried=redrive)
-            log.warning("event quarantined: the database refused it (%s)", describe(exc)[1],
-                        extra={"tenant": tenant, "event_id": event_id,
-                               "error_class": describe(exc)[0]})
+            error_class, reason = describe(exc)
+            log.warning("event quarantined: the database refused it (%s)", reason,
+                        extra={"tenant": tenant, "event_id": event_id, "error_class": error_class})
         out.present = set(docs) - set(out.refused)
         release(session, tenant, sorted(out.present))
     session.commit()
