@@ -17,7 +17,7 @@ import pytest
 from broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from config.runtime import build_runtime
 from store.auth import create_tenant
-from tests.conftest import Caller, make_settings, mint, order_event
+from tests.conftest import Caller, as_posted, make_settings, mint, order_event
 from tests.integration.aws import FaultProxy, MotoServer
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,8 @@ def test_sqs_subscription_receives_matching_events_as_get_returns_them(stack: di
     messages = _receive(stack["sqs"], direct, expect=2, timeout=4)
     assert len(messages) == 1
     got = messages[0]
-    assert json.loads(got["Body"]) == a.get(f"/api/v1/events/{created['id']}").json
+    assert json.loads(got["Body"]) == as_posted(a.get(f"/api/v1/events/{created['id']}").json,
+                                                "stored")
     attrs = {k: v["StringValue"] for k, v in got["MessageAttributes"].items()}
     assert attrs == {"tenant": a.tenant, "event_type": "ENTITY_EVENT", "entity_name": "ORDER",
                      "operation": "CREATE", "event_id": created["id"]}
@@ -213,7 +214,8 @@ def test_sns_topic_fans_out_to_an_sqs_queue(stack: dict[str, Any]) -> None:
     _settle(stack)
     [msg] = _receive(sqs, direct, expect=1)
     envelope = json.loads(msg["Body"])
-    assert json.loads(envelope["Message"]) == a.get(f"/api/v1/events/{event['id']}").json
+    assert json.loads(envelope["Message"]) == as_posted(
+        a.get(f"/api/v1/events/{event['id']}").json, "stored")
     attrs = {k: v["Value"] for k, v in envelope["MessageAttributes"].items()}
     assert attrs["tenant"] == a.tenant and attrs["event_id"] == event["id"]
     assert attrs["entity_name"] == "ORDER" and attrs["operation"] == "CREATE"
@@ -490,7 +492,7 @@ def test_end_to_end_over_the_procfile_web_persist_and_deliver_processes(
         bodies = {json.loads(m["Body"])["id"]: json.loads(m["Body"]) for m in got}
         assert sorted(bodies) == sorted(ids) and len(got) == 20
         one = requests.get(f"{base}/api/v1/events/{ids[0]}", headers=headers, timeout=10).json()
-        assert bodies[ids[0]] == one
+        assert bodies[ids[0]] == as_posted(one, "stored")
         log = requests.get(f"{base}/api/v1/event-subscription/{sub['id']}/deliveries",
                            headers=headers, params={"status": "succeeded", "per_page": 100},
                            timeout=10).json()
