@@ -24,11 +24,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_batch_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from api import events, jobs, open_loyalty, openapi, subscriptions, token
+    from api import events, jobs, open_loyalty, openapi, quarantine, subscriptions, token
     from ingest import routes as ingest_routes
 
     for blueprint in (ingest_routes.bp, events.bp, open_loyalty.bp, token.bp, subscriptions.bp,
-                      jobs.bp, openapi.bp):
+                      jobs.bp, quarantine.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     observability.install(app, runtime.redis_client)

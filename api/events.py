@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from flask import Blueprint, Response, current_app, g, request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from flask import Blueprint, Response, current_app, g
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.http import ApiError, json_response, validation_details
+from api.http import ApiError, json_response
 from api.security import require
 from store.domain import (
-    EVENT_ID_PATTERN,
+    EVENT_ID_RE,
     EntityName,
     EventSource,
     EventType,
+    MomentOutOfRange,
     Operation,
     parse_time,
 )
 from store.events import EventQuery, get_event, list_events, to_document
+from store.limits import CORRELATION_ID_MAX, ENTITY_ID_MAX, SEQ_MAX
+from store.quarantine import get_quarantined
+from store.quarantine import to_api as quarantine_api
 
 bp = Blueprint("events", __name__)
-VALID_ID = re.compile(EVENT_ID_PATTERN)
+
+
+def valid_event_id(value: str) -> bool:
+    """True when ``value`` (a path segment) is shaped like an event, subscription or job id."""
+    return EVENT_ID_RE.fullmatch(value) is not None
 
 
 def _upper(value: object) -> object:
@@ -34,6 +41,9 @@ def _aware(value: object) -> object:
     if isinstance(value, str):
         try:
             return parse_time(value)
+        except MomentOutOfRange:
+            raise ValueError("must be an RFC 3339 date-time within the years 1-9999 in UTC") \
+                from None
         except ValueError:
             raise ValueError("must be an RFC 3339 date-time") from None
     return value
@@ -47,24 +57,28 @@ def _printable(value: object) -> object:
     return value
 
 
-Filter = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_printable)]
+# A filter is as long as the column it is compared with: every stored value can be searched for.
+EntityIdFilter = Annotated[str, Field(min_length=1, max_length=ENTITY_ID_MAX),
+                           BeforeValidator(_printable)]
+CorrelationFilter = Annotated[str, Field(min_length=1, max_length=CORRELATION_ID_MAX),
+                              BeforeValidator(_printable)]
 
 
 class EventListParams(BaseModel):
     """Query parameters of GET /api/v1/events."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
-    from_id: int | None = Field(None, ge=1, le=2**62)
+    from_id: int | None = Field(None, ge=1, le=SEQ_MAX)
     per_page: int = Field(10, ge=1, le=100)
     sort: Literal["id", "received_at"] = "id"
     direction: Direction = "ASC"
     event_type: EventType | None = None
     event_source: EventSource | None = None
     entity_name: EntityName | None = None
-    entity_id: Filter | None = None
+    entity_id: EntityIdFilter | None = None
     operation: Operation | None = None
-    correlation_id: Filter | None = None
+    correlation_id: CorrelationFilter | None = None
     since: Moment | None = None
     until: Moment | None = None
 
@@ -85,21 +99,6 @@ class EventListParams(BaseModel):
         )
 
 
-def parse_query(model: type[BaseModel]) -> BaseModel:
-    raw = {}
-    for key in request.args:
-        values = request.args.getlist(key)
-        if len(values) > 1:
-            raise ApiError(400, "invalid_query", f"give {key} once",
-                           [{"field": key, "message": "repeated", "type": "repeated"}])
-        raw[key] = values[0]
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_query", "invalid query parameters",
-                       validation_details(exc)) from None
-
-
 def not_found(event_id: str) -> ApiError:
     return ApiError(404, "not_found", "no such event")
 
@@ -107,32 +106,41 @@ def not_found(event_id: str) -> ApiError:
 @bp.get("/api/v1/events/<string:event_id>")
 @require("events:read")
 def get_one(event_id: str) -> Response:
+    """The event with its ``status``: ``stored``; ``quarantined`` (accepted, but the database
+    refused it: the accepted document with the ``quarantine`` reason); or ``accepted`` (not
+    stored yet: the intake's record, read-your-writes)."""
     runtime = current_app.extensions["ec.runtime"]
     tenant = g.principal.tenant
-    if not VALID_ID.match(event_id):
+    if not valid_event_id(event_id):
         raise not_found(event_id)
+    document: dict[str, Any] | None = None
     try:
         with runtime.sessions() as session:
             row = get_event(session, tenant, event_id)
-            document = to_document(row) if row is not None else None
+            if row is not None:
+                document = {**to_document(row), "status": "stored"}
+            else:
+                held = get_quarantined(session, tenant, event_id)
+                document = quarantine_api(held) if held is not None else None
     except SQLAlchemyError:
-        document = runtime.intake.lookup(tenant, event_id)
-        if document is None:
+        accepted = runtime.intake.lookup(tenant, event_id)
+        if accepted is None:
             raise
-        return json_response(document)
+        return json_response({**accepted, "status": "accepted"})
     if document is None:
         # Accepted but not stored yet: the intake remembers it (read-your-writes).
-        document = runtime.intake.lookup(tenant, event_id)
-        if document is None:
+        accepted = runtime.intake.lookup(tenant, event_id)
+        if accepted is None:
             raise not_found(event_id)
+        document = {**accepted, "status": "accepted"}
     return json_response(document)
 
 
 @bp.get("/api/v1/events")
-@require("events:read")
+@require("events:read", query=EventListParams)
 def list_all() -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    params = parse_query(EventListParams)
+    params = g.query
     assert isinstance(params, EventListParams)
     with runtime.sessions() as session:
         page = list_events(session, g.principal.tenant, params.to_query())

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, current_app, request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -93,6 +93,41 @@ def validation_details(exc: ValidationError, prefix: str = "") -> list[dict[str,
         name = (prefix + field) if field else (prefix.rstrip(".") or "body")
         details.append({"field": name, "message": message, "type": err["type"]})
     return details
+
+
+def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
+    """The request's query string validated by ``model`` (None: the route takes none).
+
+    Every parameter is given at most once; one the route does not know is a 400 naming it (as
+    an unknown body field is), reported together with the known ones' errors.
+    """
+    raw: dict[str, str] = {}
+    details: list[dict[str, Any]] = []
+    for key in request.args:
+        values = request.args.getlist(key)
+        if len(values) > 1:
+            raise ApiError(400, "invalid_query", f"give {key} once",
+                           [{"field": key, "message": "repeated", "type": "repeated"}])
+        raw[key] = values[0]
+    known = set(model.model_fields) if model is not None else set()
+    unknown = [k for k in raw if k not in known]
+    for key in unknown:
+        details.append({"field": key, "message": "unknown query parameter",
+                        "type": "extra_forbidden"})
+        del raw[key]
+    parsed = None
+    if model is not None:
+        try:
+            parsed = model.model_validate(raw)
+        except ValidationError as exc:
+            details += validation_details(exc)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ApiError(400, "invalid_query", f"unknown query parameter(s): {', '.join(unknown)} "
+                       f"(this route takes: {allowed})", details)
+    if details:
+        raise ApiError(400, "invalid_query", "invalid query parameters", details)
+    return parsed
 
 
 def is_malformed_json(exc: ValidationError) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.events import VALID_ID, parse_query
+from api.events import valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_runs
@@ -49,7 +49,7 @@ def _parse(body: Any) -> JobIn:
 
 
 def _check_id(value: str) -> None:
-    if not VALID_ID.match(value):
+    if not valid_event_id(value):
         raise _not_found()
 
 
@@ -114,14 +114,14 @@ def delete_by_post(job_id: str) -> Response:
 
 
 class ListParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     include_deleted: bool = False
 
 
 @bp.get(BASE)
-@require("jobs")
+@require("jobs", query=ListParams)
 def list_all() -> Response:
-    params = parse_query(ListParams)
+    params = g.query
     assert isinstance(params, ListParams)
     with _runtime().sessions() as session:
         jobs = list_jobs(session, g.principal.tenant, include_deleted=params.include_deleted)

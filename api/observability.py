@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import uuid
 from typing import Any
@@ -14,9 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 
 from config import logging as logctx
+from store.limits import full_pattern
 
 log = logging.getLogger("eventcollector.http")
-_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_ID_RE = full_pattern(r"[A-Za-z0-9._:\-]{1,128}")
 
 REQUESTS = Counter("ec_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("ec_http_request_duration_seconds", "HTTP request latency", ["route"],
@@ -47,12 +47,17 @@ class QueueCollector:
         return [depth, delayed, dead]
 
 
+def valid_request_id(value: str) -> bool:
+    """An X-Request-ID worth echoing: 1-128 of A-Z a-z 0-9 . _ : - (anything else is replaced)."""
+    return _ID_RE.fullmatch(value) is not None
+
+
 def install(app: Flask, redis_client: Any) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _ID_RE.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if valid_request_id(incoming) else uuid.uuid4().hex
         logctx.request_id.set(g.request_id)
         logctx.tenant.set(None)
         logctx.correlation_id.set(None)

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.events import VALID_ID, Direction, parse_query
+from api.events import Direction, valid_event_id
 from api.http import ApiError, json_response
 from api.security import require
 from store.domain import decoded_payload, format_time
 from store.events import EventQuery, get_event, get_event_by_seq, list_events
+from store.limits import SEQ_MAX
 from store.models import EventRecord
 
 bp = Blueprint("open_loyalty", __name__)
@@ -20,9 +21,9 @@ _SORTS = {"id": "id", "recorderOn": "received_at", "recorderon": "received_at"}
 
 
 class OpenLoyaltyParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
-    fromId: int | None = Field(None, ge=1, le=2**62)
+    fromId: int | None = Field(None, ge=1, le=SEQ_MAX)
     perPage: int = Field(10, ge=1, le=100)
     sort: Annotated[Literal["id", "received_at"],
                     BeforeValidator(lambda v: _SORTS.get(v, v)),
@@ -50,10 +51,10 @@ def to_open_loyalty(row: EventRecord) -> dict[str, Any]:
 
 
 @bp.get("/api/event")
-@require("events:read", tenant_header=False)
+@require("events:read", tenant_header=False, query=OpenLoyaltyParams)
 def list_ol() -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    params = parse_query(OpenLoyaltyParams)
+    params = g.query
     assert isinstance(params, OpenLoyaltyParams)
     query = EventQuery(from_seq=params.fromId, per_page=params.perPage, sort=params.sort,
                        descending=params.direction == "DESC")
@@ -67,11 +68,11 @@ def list_ol() -> Response:
 @require("events:read", tenant_header=False)
 def get_ol(event_id: str) -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    if not VALID_ID.match(event_id):
+    if not valid_event_id(event_id):
         raise ApiError(404, "not_found", "no such event")
     with runtime.sessions() as session:
         row = None
-        if event_id.isdigit() and len(event_id) < 19:
+        if event_id.isascii() and event_id.isdigit() and len(event_id) < 19:
             row = get_event_by_seq(session, g.principal.tenant, int(event_id))
         if row is None:
             row = get_event(session, g.principal.tenant, event_id)

@@ -11,7 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from api.events import EventListParams
 from api.http import json_response
-from store.domain import EventIn
+from store.domain import TENANT_PATTERN, EventIn
 
 bp = Blueprint("docs", __name__)
 
@@ -52,6 +52,39 @@ class Event(BaseModel):
     event_type: str
     event_payload: EventPayloadOut
     received_at: str = Field(description="RFC 3339, UTC, when the collector accepted the event")
+
+
+class QuarantineDetails(BaseModel):
+    """Why and since when an accepted event is quarantined."""
+
+    id: int = Field(description="the quarantine entry's id (from_id of GET /api/v1/quarantine)")
+    reason: str = Field(description="why the database refused the event (no values quoted)")
+    error: str = Field(description="the database error's class, e.g. StringDataRightTruncation")
+    quarantined_at: str
+    retries: int = Field(description="operator re-drives that failed again")
+    last_retry_at: str | None
+
+
+class EventStatus(Event):
+    """An event as GET /api/v1/events/{id} returns it: the document and where it is."""
+
+    status: Literal["stored", "accepted", "quarantined"] = Field(
+        description="stored; accepted (not stored yet: the intake's record, read-your-writes); "
+                    "quarantined (accepted, but the database refused it: see quarantine)")
+    quarantine: QuarantineDetails | None = Field(
+        None, description="present when status is quarantined")
+
+
+class QuarantinedEvent(Event):
+    status: Literal["quarantined"]
+    quarantine: QuarantineDetails
+
+
+class QuarantineList(BaseModel):
+    events: list[QuarantinedEvent]
+    total: int
+    next_from_id: int | None = Field(description="pass as from_id for the next page; null at "
+                                                 "the end")
 
 
 class EventList(BaseModel):
@@ -113,8 +146,8 @@ class OpenLoyaltyEventList(BaseModel):
     total: int
 
 
-_MODELS = [Error, EventIn, Event, EventList, BatchRequest, BatchResult, TokenRequest,
-           TokenResponse, OpenLoyaltyEvent, OpenLoyaltyEventList]
+_MODELS = [Error, EventIn, Event, EventStatus, EventList, QuarantineList, BatchRequest,
+           BatchResult, TokenRequest, TokenResponse, OpenLoyaltyEvent, OpenLoyaltyEventList]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -135,7 +168,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 _TENANT = {"name": "X-TWC-Tenant", "in": "header", "required": True,
-           "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"}}
+           "schema": {"type": "string", "pattern": TENANT_PATTERN}}
 _TENANT_OPTIONAL = {**_TENANT, "required": False,
                     "description": "optional; when given it must name the token's tenant"}
 
@@ -300,6 +333,7 @@ def build_spec() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built from the same pydantic models that validate requests)."""
     from api.jobs import ListParams as JobListParams
     from api.open_loyalty import OpenLoyaltyParams
+    from api.quarantine import QuarantineParams
     from api.subscriptions import AttemptParams
     from api.subscriptions import ListParams as SubscriptionListParams
     from store.jobs import JobIn
@@ -362,8 +396,12 @@ def build_spec() -> dict[str, Any]:
             {"200": _json("BatchResult", "per-item results")}, 413, 415,
             body=_body("BatchRequest"))},
         "/api/v1/events/{event_id}": {"get": op(
-            "Get an event by id", "events", {"200": _json("Event", "the event")}, 404,
-            params=[event_path])},
+            "Get an event by id, with its status (stored, accepted or quarantined)", "events",
+            {"200": _json("EventStatus", "the event")}, 404, params=[event_path])},
+        "/api/v1/quarantine": {"get": op(
+            "List the tenant's quarantined events (accepted, refused by the database)",
+            "events", {"200": _json("QuarantineList", "a page of quarantined events")},
+            params=_query_params(QuarantineParams))},
         "/api/event": {"get": op(
             "Open Loyalty style event list", "event store",
             {"200": _json("OpenLoyaltyEventList", "a page of events")}, 400,
@@ -436,7 +474,9 @@ def build_spec() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Event Collector API", "version": "1.0.0",
                  "description": "Multi-tenant event collector. Every /api/v1 call carries "
-                 "'Authorization: Bearer <token>' and 'X-TWC-Tenant: <tenant>'."},
+                 "'Authorization: Bearer <token>' and 'X-TWC-Tenant: <tenant>'. A query "
+                 "parameter an operation does not list, like a body field its schema does not, "
+                 "is refused: 400 naming it."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {
             "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},

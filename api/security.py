@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import current_app, g, request
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.http import ApiError
+from api.http import ApiError, parse_query
 from broker.ratelimit import Charge, RateLimited, retry_after_header
 from store.auth import InvalidToken, Principal, rate_limits, verify_token
-from store.domain import TENANT_PATTERN
+from store.domain import TENANT_RE
 
 F = TypeVar("F", bound=Callable[..., Any])
 TENANT_HEADER = "X-TWC-Tenant"
-_TENANT_RE = re.compile(TENANT_PATTERN)
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -42,7 +41,7 @@ def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) ->
         raise ApiError(400, "missing_tenant", f"the {TENANT_HEADER} header is required",
                        [{"field": TENANT_HEADER, "message": "required", "type": "missing"}])
     if claimed is not None:
-        if not _TENANT_RE.match(claimed):
+        if not TENANT_RE.fullmatch(claimed):
             raise ApiError(400, "invalid_tenant", f"the {TENANT_HEADER} header is malformed",
                            [{"field": TENANT_HEADER, "message": "malformed", "type": "pattern"}])
         if claimed != principal.tenant:
@@ -142,9 +141,11 @@ def claim_intake_charge() -> Charge | None:
     return g.pop("intake_charge", None)
 
 
-def require(scope: str, *, tenant_header: bool = True,
-            charge_in_intake: bool = False) -> Callable[[F], F]:
-    """Decorate a view: authenticate, then expose the principal as ``g.principal``.
+def require(scope: str, *, tenant_header: bool = True, charge_in_intake: bool = False,
+            query: type[BaseModel] | None = None) -> Callable[[F], F]:
+    """Decorate a view: authenticate, then expose the principal as ``g.principal`` and the
+    query string, validated by ``query``, as ``g.query``. A route without ``query`` takes no
+    query parameters: any is a 400 naming it, as is a parameter ``query`` does not know.
 
     Every request costs one from the tenant's rate-limit bucket. With ``charge_in_intake`` the
     view hands the charge to the intake (``claim_intake_charge``), saving a Redis round trip; a
@@ -157,9 +158,11 @@ def require(scope: str, *, tenant_header: bool = True,
             g.principal = authenticate(scope, tenant_header=tenant_header,
                                        charge_now=not charge_in_intake)
             if not charge_in_intake:
+                g.query = parse_query(query)
                 return view(*args, **kwargs)
             g.intake_charge = tenant_charge(g.principal.tenant, 1)
             try:
+                g.query = parse_query(query)
                 return view(*args, **kwargs)
             finally:
                 unpaid = g.pop("intake_charge", None)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from api.events import VALID_ID, Moment, parse_query
+from api.events import Moment, valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_deliveries
@@ -19,6 +19,7 @@ from store.db import begin_write
 from store.deliveries import list_attempts, replay_deliveries
 from store.domain import format_time, new_event_id
 from store.identity import tenant_aws
+from store.limits import SEQ_MAX
 from store.models import Delivery
 from store.subscriptions import (
     SubscriptionError,
@@ -66,7 +67,7 @@ def _shown(session: Any, subs: list[Any]) -> list[dict[str, Any]]:
 
 
 def _check_id(value: str) -> None:
-    if not VALID_ID.match(value):
+    if not valid_event_id(value):
         raise _not_found()
 
 
@@ -125,14 +126,14 @@ def update_by_path(sub_id: str) -> Response:
 
 
 class ListParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     include_inactive: bool = False
 
 
 @bp.get(BASE)
-@require("subscriptions")
+@require("subscriptions", query=ListParams)
 def list_all() -> Response:
-    params = parse_query(ListParams)
+    params = g.query
     assert isinstance(params, ListParams)
     with _runtime().sessions() as session:
         subs = list_subscriptions(session, g.principal.tenant,
@@ -177,18 +178,18 @@ def delete(sub_id: str) -> Response:
 
 
 class AttemptParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    status: str | None = Field(None, pattern="^(succeeded|retrying|failed)$")
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["succeeded", "retrying", "failed"] | None = None
     since: Moment | None = None
-    from_id: int | None = Field(None, ge=1, le=2**62)
+    from_id: int | None = Field(None, ge=1, le=SEQ_MAX)
     per_page: int = Field(50, ge=1, le=500)
 
 
 @bp.get(f"{BASE}/<string:sub_id>/deliveries")
-@require("subscriptions")
+@require("subscriptions", query=AttemptParams)
 def deliveries(sub_id: str) -> Response:
     _check_id(sub_id)
-    params = parse_query(AttemptParams)
+    params = g.query
     assert isinstance(params, AttemptParams)
     with _runtime().sessions() as session:
         if get_subscription(session, g.principal.tenant, sub_id) is None:

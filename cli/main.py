@@ -91,7 +91,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_limits(args: argparse.Namespace) -> int:
-    from store.auth import UnknownTenant, set_rate_limit
+    from store.auth import InvalidRateLimit, UnknownTenant, set_rate_limit
     from store.db import make_engine, make_session_factory
 
     settings = _settings()
@@ -100,7 +100,7 @@ def cmd_tenant_limits(args: argparse.Namespace) -> int:
         with make_session_factory(engine)() as session:
             set_rate_limit(session, args.name, None if args.reset else args.per_second,
                            None if args.reset else args.burst)
-    except UnknownTenant as exc:
+    except (UnknownTenant, InvalidRateLimit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -219,6 +219,103 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for queue in queues:
             print(f"{queue}: purged {letters.purge(queue)}")
     return 0
+
+
+def _quarantined(sessions: object, args: argparse.Namespace, limit: int | None) -> list[object]:
+    """The quarantine rows ``args`` selects (--tenant, --id), oldest first, up to ``limit``."""
+    from store.quarantine import list_quarantined
+
+    rows: list[object] = []
+    from_id = None
+    while limit is None or len(rows) < limit:
+        size = 500 if limit is None else min(500, limit - len(rows))
+        with sessions() as session:  # type: ignore[operator]
+            page = list_quarantined(session, tenant=args.tenant, event_ids=args.id or None,
+                                    from_id=from_id, per_page=size)
+        rows += page.rows
+        if page.next_from_id is None:
+            break
+        from_id = page.next_from_id
+    return rows
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from store.db import make_engine, make_session_factory, upgrade
+    from store.quarantine import details, document_of, purge
+
+    settings = _settings()
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    try:
+        if args.quarantine_command == "list":
+            rows = _quarantined(sessions, args, args.limit)
+            for row in rows:
+                entry = {"tenant": row.tenant, "event_id": row.event_id, **details(row)}
+                if args.documents:
+                    entry["document"] = document_of(row)
+                print(json.dumps(entry))
+            print(f"# {len(rows)} quarantined event(s) listed", file=sys.stderr)
+            return 0
+        if args.quarantine_command == "purge":
+            if not args.yes:
+                print("error: purge deletes quarantined events for good (they were accepted with "
+                      "a 201 and are stored nowhere else); add --yes", file=sys.stderr)
+                return 1
+            with sessions() as session:
+                print(f"purged {purge(session, tenant=args.tenant, event_ids=args.id or None)}")
+            return 0
+        return _redrive(settings, sessions, _quarantined(sessions, args, None))
+    finally:
+        engine.dispose()
+
+
+def _redrive(settings: Settings, sessions: object, rows: list[object]) -> int:
+    """Store the rows' events again through the persist path; 0 when all are stored."""
+    from broker.dispatch import enqueue_deliveries
+    from store.quarantine import document_of
+    from store.subscriptions import IndexCache
+    from workers.persist import redrive
+
+    broker = None
+    if settings.redis_url:
+        from config.runtime import build_broker
+
+        broker = build_broker(settings)
+    deferred: list[int] = []
+
+    def send(due: list[int]) -> None:
+        try:
+            if broker is None:
+                raise RuntimeError("no REDIS_URL")
+            enqueue_deliveries(broker, due)
+        except Exception as exc:  # noqa: BLE001 - the deliveries are committed: swept later
+            deferred.extend(due)
+            print(f"warning: {len(due)} deliveries not enqueued ({type(exc).__name__}); the "
+                  "scheduler's sweep sends them (EC_DELIVERY_SWEEP_AFTER_SECONDS)",
+                  file=sys.stderr)
+
+    indexes = IndexCache()
+    counts = {"stored": 0, "quarantined": 0}
+    for start in range(0, len(rows), 1000):
+        chunk = rows[start:start + 1000]
+        outcome = redrive(sessions, indexes,  # type: ignore[arg-type]
+                          [(r.tenant, document_of(r)) for r in chunk], after_commit=send)
+        reasons: dict[tuple[str, str], str] = {}
+        if any(v == "quarantined" for v in outcome.values()):
+            again = _quarantined(sessions, argparse.Namespace(
+                tenant=None, id=[k[1] for k, v in outcome.items() if v == "quarantined"]), None)
+            reasons = {(r.tenant, r.event_id): r.reason for r in again}
+        for (tenant, event_id), status in outcome.items():
+            counts[status] += 1
+            line = {"tenant": tenant, "event_id": event_id, "status": status}
+            if status == "quarantined":
+                line["reason"] = reasons.get((tenant, event_id), "")
+            print(json.dumps(line))
+    print(f"# stored {counts['stored']}, still quarantined {counts['quarantined']}",
+          file=sys.stderr)
+    return 0 if counts["quarantined"] == 0 else 1
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -374,6 +471,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "purge":
             cmd.add_argument("--yes", action="store_true")
         cmd.set_defaults(func=cmd_dlq)
+
+    quarantine = sub.add_parser(
+        "quarantine", help="events the database refused (accepted, not stored): list, retry, purge",
+        description="Accepted events the database refused for a data reason are kept in the "
+        "quarantine with the reason. retry stores them again through the persist path (after "
+        "the column was widened or the cause fixed): a stored event leaves the quarantine and "
+        "is delivered to its subscriptions; one refused again stays, with the new reason.")
+    quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    for name, text in (("list", "print one JSON line per quarantined event (oldest first)"),
+                       ("retry", "re-drive through the persist path; exit 1 if any stays "
+                                 "quarantined"),
+                       ("purge", "delete quarantined events for good (needs --yes)")):
+        cmd = quarantine_sub.add_parser(name, help=text)
+        cmd.add_argument("--tenant", help="only this tenant's (default: every tenant's)")
+        cmd.add_argument("--id", action="append", help="an event id (repeatable; default: all)")
+        if name == "list":
+            cmd.add_argument("--limit", type=int, default=100)
+            cmd.add_argument("--documents", action="store_true",
+                             help="include each accepted event document")
+        if name == "purge":
+            cmd.add_argument("--yes", action="store_true")
+        cmd.set_defaults(func=cmd_quarantine)
 
     token = sub.add_parser("token", help="mint an access token for operators")
     token.add_argument("--tenant", required=True)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from delivery.redact import needs_scrub, scrub
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -21,7 +23,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context, extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -37,6 +39,11 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        # An exception's text may quote signed request headers (botocore's does): never write
+        # a credential, signature or key id (delivery/redact.py). One substring pass decides.
+        texts = [v for v in entry.values() if isinstance(v, str)]
+        if needs_scrub("\n".join(texts)):
+            entry = {k: scrub(v) if isinstance(v, str) else v for k, v in entry.items()}
         return orjson.dumps(entry).decode()
 
 

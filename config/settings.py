@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from store.limits import full_pattern
+
+# An e-mail address: printable ASCII, no spaces, one @ and a dot in the domain (matched whole).
+_EMAIL_RE = full_pattern(r"[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+")
 
 
 class ConfigError(Exception):
@@ -214,7 +218,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     sendgrid_from = env.get("SENDGRID_FROM_EMAIL", "").strip() or None
     if sendgrid_key and not sendgrid_from:
         raise ConfigError("SENDGRID_FROM_EMAIL is required when SENDGRID_API_KEY is set")
-    if sendgrid_from and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", sendgrid_from):
+    if sendgrid_from and not _EMAIL_RE.fullmatch(sendgrid_from):
         raise ConfigError(f"SENDGRID_FROM_EMAIL must be an e-mail address, got {sendgrid_from!r}")
     sendgrid_host = env.get("SENDGRID_API_HOST", "").strip() or "https://api.sendgrid.com"
     if urlsplit(sendgrid_host).scheme not in ("http", "https") or not urlsplit(sendgrid_host).netloc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,11 +20,12 @@ from store.db import begin_write
 from store.deliveries import lock_deliveries, record_attempt
 from store.events import get_events, to_document
 from store.identity import PLATFORM_NOT_ALLOWED, TenantAws, role_session_name, tenant_aws
+from store.limits import full_pattern
 from store.models import Delivery, Subscription
 from store.subscriptions import deactivate_subscription, get_subscription, target_account
 
 log = logging.getLogger(__name__)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
+_SAFE_ID = full_pattern(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class RetryPolicy:
 
 
 def _fifo_id(value: str) -> str:
-    return value if _SAFE_ID.match(value) else hashlib.sha256(value.encode()).hexdigest()
+    return value if _SAFE_ID.fullmatch(value) else hashlib.sha256(value.encode()).hexdigest()
 
 
 def build_message(tenant: str, document: dict[str, Any], delivery: Delivery) -> OutgoingMessage:

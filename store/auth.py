@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
+import math
 import secrets
 import threading
 import time
@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.domain import TENANT_PATTERN
+from store.domain import TENANT_RE
+from store.limits import RATE_BURST_MAX, RATE_PER_SECOND_MAX
 from store.models import ApiClient, Tenant
 
 SCOPES = ("events:write", "events:read", "subscriptions", "jobs")
@@ -48,6 +49,10 @@ class InvalidClient(AuthError):
 
 class InvalidScope(AuthError):
     pass
+
+
+class InvalidRateLimit(AuthError):
+    """A rate limit outside what the limiter (and the tenants table) can hold."""
 
 
 class InvalidToken(AuthError):
@@ -102,7 +107,7 @@ def parse_scopes(raw: str | list[str] | None) -> frozenset[str]:
 
 def create_tenant(session: Session, name: str) -> Credentials:
     """Create a tenant with one client holding every scope; the secret is shown only here."""
-    if not re.match(TENANT_PATTERN, name):
+    if not TENANT_RE.fullmatch(name):
         raise InvalidTenantName(
             "tenant names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -234,7 +239,13 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
 
 def set_rate_limit(session: Session, tenant: str, per_second: float | None,
                    burst: int | None) -> None:
-    """Set (or, with None, reset to the defaults) a tenant's request rate limit."""
+    """Set (or, with None, reset to the defaults) a tenant's request rate limit: 0 (no limit) to
+    RATE_PER_SECOND_MAX requests/s, a burst of 1 to RATE_BURST_MAX."""
+    if per_second is not None and not (math.isfinite(per_second)
+                                       and 0 <= per_second <= RATE_PER_SECOND_MAX):
+        raise InvalidRateLimit(f"--per-second must be 0 to {RATE_PER_SECOND_MAX}")
+    if burst is not None and not 1 <= burst <= RATE_BURST_MAX:
+        raise InvalidRateLimit(f"--burst must be 1 to {RATE_BURST_MAX}")
     row = session.execute(select(Tenant).where(Tenant.name == tenant)).scalar_one_or_none()
     if row is None:
         raise UnknownTenant(f"no tenant named {tenant!r}")

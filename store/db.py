@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -72,3 +73,16 @@ def begin_write(session: Session) -> None:
     """
     if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
         session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
+# SQLSTATE classes the driver reports as an OperationalError although no retry can help:
+# 54, program limit exceeded (an index entry or a row too large for the database).
+_PERMANENT_OPERATIONAL = ("54",)
+
+
+def is_permanent_operational(exc: BaseException) -> bool:
+    """True for an OperationalError that says the values can never be stored as they are."""
+    if not isinstance(exc, OperationalError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return state[:2] in _PERMANENT_OPERATIONAL

@@ -23,6 +23,17 @@ from pydantic import (
     model_validator,
 )
 
+from store.limits import (
+    ATTR_KEY_MAX,
+    ATTR_VALUE_MAX,
+    ENTITY_ID_MAX,
+    EVENT_ID_MAX,
+    MAX_KEY_ATTRIBUTES,
+    TENANT_MAX,
+    anchored,
+    full_pattern,
+)
+
 
 class EventType(StrEnum):
     ENTITY_EVENT = "ENTITY_EVENT"
@@ -66,9 +77,11 @@ class Operation(StrEnum):
     BULK_UPDATE = "BULK_UPDATE"
 
 
-MAX_KEY_ATTRIBUTES = 64
-EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+# Matched whole (fullmatch; pydantic and JSON Schema get them anchored): see store/limits.py.
+EVENT_ID_RE = full_pattern(rf"[A-Za-z0-9][A-Za-z0-9._:\-]{{0,{EVENT_ID_MAX - 1}}}")
+TENANT_RE = full_pattern(rf"[A-Za-z0-9][A-Za-z0-9._\-]{{0,{TENANT_MAX - 1}}}")
+EVENT_ID_PATTERN = anchored(EVENT_ID_RE)
+TENANT_PATTERN = anchored(TENANT_RE)
 
 
 def _no_nul(value: str) -> str:
@@ -79,9 +92,12 @@ def _no_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
-ShortText = Annotated[str, StringConstraints(max_length=255), AfterValidator(_no_nul)]
-AttrKey = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
-AttrValue = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_no_nul)]
+ShortText = Annotated[str, StringConstraints(max_length=ENTITY_ID_MAX), AfterValidator(_no_nul)]
+AttrKey = Annotated[str, StringConstraints(min_length=1, max_length=ATTR_KEY_MAX),
+                    AfterValidator(_no_nul)]
+AttrValue = Annotated[str, StringConstraints(max_length=ATTR_VALUE_MAX), AfterValidator(_no_nul)]
+# A client-chosen id (events, subscriptions, jobs).
+ClientId = Annotated[str, StringConstraints(max_length=EVENT_ID_MAX, pattern=EVENT_ID_PATTERN)]
 
 
 def _decodes_to_json(value: str | None) -> str | None:
@@ -143,7 +159,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] | None = None
+    id: ClientId | None = None
     entity_id: ShortText | None = None
     entity_name: EntityName | None = None
     event_source: EventSource
@@ -237,11 +253,20 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class MomentOutOfRange(ValueError):
+    """A moment Python can read but not move to UTC (it falls outside the years 1-9999)."""
+
+
 def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    """An RFC 3339 / ISO 8601 moment in UTC; ValueError when it is not one, or when it cannot be
+    moved to UTC (the year 9999 west of UTC, the year 1 east of it: OverflowError in Python)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise MomentOutOfRange(text) from None
 
 
 def event_document(event: EventIn, event_id: str, received_at: datetime) -> dict[str, Any]:

@@ -78,6 +78,15 @@ def _insert_recordset(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     return inserted
 
 
+def lock_sequence(session: Session) -> None:
+    """Hold the sequence lock until the transaction ends (PostgreSQL; SQLite has one writer).
+
+    save_events takes it too; a unit of work that inserts inside SAVEPOINTs takes it first,
+    outside them, since rolling back to a savepoint releases a lock taken after it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQ_LOCK_KEY})
+
+
 def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) -> list[str]:
     """Store events idempotently (the caller commits); return the ids that were new.
 

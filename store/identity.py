@@ -23,10 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.db import begin_write
+from store.limits import full_pattern
 from store.models import Subscription, Tenant
 
 CREDENTIAL_MODES = ("keys", "role", "platform")
-ACCOUNT_RE = re.compile(r"\d{12}")
+ACCOUNT_RE = full_pattern(r"[0-9]{12}")
 # The reason a platform-credential subscription is deactivated with once its tenant may no
 # longer use the platform's identity for its destination (revoked, or never granted: migrated).
 PLATFORM_NOT_ALLOWED = ("platform credentials are no longer allowed for this tenant: use keys "

@@ -14,7 +14,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from store.db import begin_write
-from store.domain import EVENT_ID_PATTERN, format_time, new_event_id
+from store.domain import ClientId, format_time, new_event_id
+from store.limits import (
+    INT64_MAX,
+    INT64_MIN,
+    ITEMS_IN_EMAIL_MAX,
+    JOB_PARAM_KEY_MAX,
+    JOB_PARAMS_MAX,
+    JOB_TEXT_MAX,
+    TIMEZONE_MAX,
+)
 from store.models import Job, JobRun
 from store.schedules import Schedule, ScheduleError, parse_schedule, zone
 
@@ -36,7 +45,10 @@ class JobExists(JobError):
     pass
 
 
-ParamValue = str | int | float | bool
+# A parameter value is read back with orjson (64-bit integers, finite floats) and must say what
+# it was written as.
+ParamValue = (str | Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+              | Annotated[float, Field(allow_inf_nan=False)] | bool)
 
 
 class JobIn(BaseModel):
@@ -44,18 +56,20 @@ class JobIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] | None = None
+    id: ClientId | None = None
     deleted: bool = False
     is_active: bool = True
     is_scheduled: bool = True
-    job_parameters: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
-                         ParamValue] = Field(default_factory=dict, max_length=32)
+    job_parameters: dict[Annotated[str, StringConstraints(min_length=1,
+                                                          max_length=JOB_PARAM_KEY_MAX)],
+                         ParamValue] = Field(default_factory=dict, max_length=JOB_PARAMS_MAX)
     notification: Notification
-    number_of_items_in_email: int = Field(-1, description="-1 = the whole wishlist, else 1..1000")
-    schedule: Annotated[str, StringConstraints(max_length=255)] | None = None
-    scheduleExpression: Annotated[str, StringConstraints(max_length=255)] | None = None
-    template_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
+    number_of_items_in_email: int = Field(-1, ge=-1, le=ITEMS_IN_EMAIL_MAX,
+                                          description="-1 = the whole wishlist, else 1..1000")
+    schedule: Annotated[str, StringConstraints(max_length=JOB_TEXT_MAX)] | None = None
+    scheduleExpression: Annotated[str, StringConstraints(max_length=JOB_TEXT_MAX)] | None = None
+    template_id: Annotated[str, StringConstraints(min_length=1, max_length=JOB_TEXT_MAX)]
+    timezone: Annotated[str, StringConstraints(max_length=TIMEZONE_MAX)] = "UTC"
 
     @field_validator("notification", mode="before")
     @classmethod

@@ -20,6 +20,21 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from store.limits import (
+    ACCESS_KEY_MAX,
+    CORRELATION_ID_MAX,
+    DESTINATION_MAX,
+    ENTITY_ID_MAX,
+    ENUM_MAX,
+    ERROR_TEXT_MAX,
+    EVENT_ID_MAX,
+    JOB_TEXT_MAX,
+    REGION_MAX,
+    ROLE_ARN_MAX,
+    TENANT_MAX,
+    TIMEZONE_MAX,
+)
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 SequenceType = BigInteger().with_variant(Integer(), "sqlite")
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -41,7 +56,7 @@ class Tenant(Base):
     __tablename__ = "tenants"
 
     id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(TENANT_MAX), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     # Bumped in the same transaction as any change to the tenant's subscriptions, so a
     # worker's cached matching index knows when to reload.
@@ -79,18 +94,21 @@ class EventRecord(Base):
     __tablename__ = "events"
 
     seq: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
-    event_id: Mapped[str] = mapped_column(String(128), nullable=False)
-    entity_id: Mapped[str | None] = mapped_column(String(255))
-    entity_name: Mapped[str | None] = mapped_column(String(32))
-    event_source: Mapped[str] = mapped_column(String(32), nullable=False)
-    event_type: Mapped[str] = mapped_column(String(32), nullable=False)
-    operation: Mapped[str | None] = mapped_column(String(32))
-    payload_entity_id: Mapped[str | None] = mapped_column(String(255))
+    tenant: Mapped[str] = mapped_column(String(TENANT_MAX), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID_MAX), nullable=False)
+    entity_id: Mapped[str | None] = mapped_column(String(ENTITY_ID_MAX))
+    entity_name: Mapped[str | None] = mapped_column(String(ENUM_MAX))
+    event_source: Mapped[str] = mapped_column(String(ENUM_MAX), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(ENUM_MAX), nullable=False)
+    operation: Mapped[str | None] = mapped_column(String(ENUM_MAX))
+    payload_entity_id: Mapped[str | None] = mapped_column(String(ENTITY_ID_MAX))
     payload_b64: Mapped[str | None] = mapped_column(Text)
     fault_b64: Mapped[str | None] = mapped_column(Text)
     key_attributes: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
-    correlation_id: Mapped[str | None] = mapped_column(String(255))
+    # A key attribute's value (up to 2,048 characters, 8 KiB in UTF-8): too long for a btree
+    # index entry on PostgreSQL (2,704 bytes), so its index is a hash index there (equality is
+    # all the list filter needs).
+    correlation_id: Mapped[str | None] = mapped_column(String(CORRELATION_ID_MAX))
     body_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -100,9 +118,33 @@ class EventRecord(Base):
         Index("ix_events_tenant_seq", "tenant", "seq"),
         Index("ix_events_tenant_entity", "tenant", "entity_name", "seq"),
         Index("ix_events_tenant_type", "tenant", "event_type", "seq"),
-        Index("ix_events_tenant_correlation", "tenant", "correlation_id"),
+        Index("ix_events_correlation", "correlation_id", postgresql_using="hash"),
         Index("ix_events_tenant_entity_id", "tenant", "entity_id"),
         Index("ix_events_tenant_received", "tenant", "received_at"),
+    )
+
+
+class QuarantinedEvent(Base):
+    """An accepted event the database refused for a data reason (not transient): kept here with
+    the reason, never retried on its own and never dropped, until an operator re-drives it
+    (``eventcollector quarantine retry``) or purges it. One row per (tenant, event id)."""
+
+    __tablename__ = "quarantined_events"
+
+    id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_MAX), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID_MAX), nullable=False)
+    # The event document as accepted (the intake's), as ASCII JSON: text any database holds.
+    document: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(String(ERROR_TEXT_MAX), nullable=False)
+    error_class: Mapped[str] = mapped_column(String(128), nullable=False)
+    quarantined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("tenant", "event_id", name="uq_quarantined_events_tenant_event_id"),
+        Index("ix_quarantined_events_tenant_id", "tenant", "id"),
     )
 
 
@@ -112,22 +154,22 @@ class Subscription(Base):
     __tablename__ = "subscriptions"
 
     pk: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(128), nullable=False)
-    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
+    id: Mapped[str] = mapped_column(String(EVENT_ID_MAX), nullable=False)
+    tenant: Mapped[str] = mapped_column(String(TENANT_MAX), nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity_type: Mapped[str] = mapped_column(String(ENUM_MAX), nullable=False)
     subscribe_create: Mapped[bool] = mapped_column(Boolean, nullable=False)
     subscribe_change: Mapped[bool] = mapped_column(Boolean, nullable=False)
     subscribe_delete: Mapped[bool] = mapped_column(Boolean, nullable=False)
     event_types: Mapped[str] = mapped_column(String(128), nullable=False)  # space-separated
     destination_type: Mapped[str] = mapped_column(String(8), nullable=False)  # SQS | SNS
-    target: Mapped[str] = mapped_column(String(1024), nullable=False)  # queue URL / topic ARN
-    region: Mapped[str] = mapped_column(String(32), nullable=False)
-    access_key: Mapped[str | None] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(DESTINATION_MAX), nullable=False)  # URL / ARN
+    region: Mapped[str] = mapped_column(String(REGION_MAX), nullable=False)
+    access_key: Mapped[str | None] = mapped_column(String(ACCESS_KEY_MAX))
     access_secret_enc: Mapped[str | None] = mapped_column(Text)  # Fernet token, never returned
     # How deliveries authenticate: keys | role | platform (store.identity).
     credentials: Mapped[str] = mapped_column(String(16), nullable=False)
-    role_arn: Mapped[str | None] = mapped_column(String(2048))  # credentials == "role"
+    role_arn: Mapped[str | None] = mapped_column(String(ROLE_ARN_MAX))  # credentials == "role"
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -194,18 +236,18 @@ class Job(Base):
     __tablename__ = "jobs"
 
     pk: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(128), nullable=False)
-    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
+    id: Mapped[str] = mapped_column(String(EVENT_ID_MAX), nullable=False)
+    tenant: Mapped[str] = mapped_column(String(TENANT_MAX), nullable=False)
     deleted: Mapped[bool] = mapped_column(Boolean, nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False)
     is_scheduled: Mapped[bool] = mapped_column(Boolean, nullable=False)
     job_parameters: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
     notification: Mapped[str] = mapped_column(String(16), nullable=False)
     number_of_items_in_email: Mapped[int] = mapped_column(Integer, nullable=False)
-    schedule: Mapped[str | None] = mapped_column(String(255))
-    schedule_expression: Mapped[str | None] = mapped_column(String(255))
-    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
-    template_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    schedule: Mapped[str | None] = mapped_column(String(JOB_TEXT_MAX))
+    schedule_expression: Mapped[str | None] = mapped_column(String(JOB_TEXT_MAX))
+    timezone: Mapped[str] = mapped_column(String(TIMEZONE_MAX), nullable=False)
+    template_id: Mapped[str] = mapped_column(String(JOB_TEXT_MAX), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

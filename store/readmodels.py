@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from store.db import is_permanent_operational
 from store.domain import decoded_payload, parse_time
 from store.models import Customer, Price, ProjectionSkip, StockLevel, Wishlist, WishlistItem
 
@@ -252,8 +253,12 @@ def project(session: Session, tenant: str, docs: list[dict[str, Any]]) -> int:
                 elif operation != "DELETE":  # PRICE / PRODUCT / VARIANT_PRODUCT
                     if entity == "PRICE" or (isinstance(payload, dict) and "price" in payload):
                         _project_price(session, tenant, payload, as_of)
-        except (Skip, DataError, IntegrityError, OverflowError, ValueError, TypeError) as why:
-            # One bad payload must never sink the batch it came with: count it and move on.
+        except (Skip, DataError, IntegrityError, OperationalError, OverflowError, ValueError,
+                TypeError) as why:
+            if isinstance(why, OperationalError) and not is_permanent_operational(why):
+                raise  # the database is unreachable: the whole transaction is retried
+            # One bad payload must never sink the batch it came with: count it and move on
+            # (a value too large for a read model's index included: its event is stored).
             reason = str(why) if isinstance(why, Skip) else f"unexpected {type(why).__name__}"
             skipped += 1
             _count_skip(session, tenant, entity, reason, doc["id"])

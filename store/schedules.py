@@ -9,8 +9,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
-_RATE_RE = re.compile(r"^rate\(\s*(\d{1,6})\s+(minute|minutes|hour|hours|day|days)\s*\)$")
-_CRON_WRAP_RE = re.compile(r"^cron\((.*)\)$")
+from store.limits import full_pattern
+
+# Matched whole with ASCII classes (store/limits.py). A schedule is printable ASCII: cron has
+# no use for a tab, a newline or a non-ASCII digit (Python's int() would read "٥" as 5).
+_RATE_RE = full_pattern(r"rate\( *([0-9]{1,6}) +(minute|minutes|hour|hours|day|days) *\)")
+_CRON_WRAP_RE = full_pattern(r"cron\((.*)\)")
+_CRON_CHARS_RE = full_pattern(r"[ -~]*")
+_DOW_NUMBER_RE = re.compile(r"(?<![#0-9])[0-9]+", re.ASCII)  # rewrites AWS day numbers
 _UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
 
@@ -25,8 +31,14 @@ def zone(name: str) -> ZoneInfo:
         raise ScheduleError(f"unknown IANA time zone {name!r} (e.g. Europe/Berlin)") from None
 
 
+def _printable(text: str, what: str) -> None:
+    if not _CRON_CHARS_RE.fullmatch(text):
+        raise ScheduleError(f"{what} may hold only printable ASCII characters and spaces")
+
+
 def check_cron(expr: str) -> str:
     """A 5-field cron expression (minute hour day-of-month month day-of-week), validated."""
+    _printable(expr, "a cron expression")
     fields = expr.split()
     if len(fields) != 5 or not croniter.is_valid(expr):
         raise ScheduleError("must be a 5-field cron expression, e.g. '0 9 * * 1' (09:00 Mondays)")
@@ -54,7 +66,7 @@ def _aws_cron(inner: str) -> str:
                 raise ScheduleError("AWS cron days of the week are 1-7 (1 = Sunday)")
             return str(day - 1)
 
-        fields[4] = re.sub(r"(?<![#\d])\d+", shift, fields[4])
+        fields[4] = _DOW_NUMBER_RE.sub(shift, fields[4])
     return check_cron(" ".join("*" if f == "?" else f for f in fields))
 
 
@@ -113,15 +125,16 @@ def parse_schedule(schedule: str | None, expression: str | None, tz_name: str,
     """``scheduleExpression`` wins over ``schedule`` when both are given."""
     tz = zone(tz_name)
     if expression:
+        _printable(expression, "scheduleExpression")
         text = expression.strip()
-        rate = _RATE_RE.match(text)
+        rate = _RATE_RE.fullmatch(text)
         if rate:
             count, unit = int(rate.group(1)), rate.group(2)
             if count < 1:
                 raise ScheduleError("rate(...) needs a positive number")
             return Schedule(tz=tz, every=timedelta(seconds=count * _UNITS[unit]),
                             anchor=anchor.replace(second=0, microsecond=0))
-        wrapped = _CRON_WRAP_RE.match(text)
+        wrapped = _CRON_WRAP_RE.fullmatch(text)
         if wrapped:
             return Schedule(tz=tz, cron=_aws_cron(wrapped.group(1)))
         try:

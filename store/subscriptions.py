@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,23 +22,38 @@ from sqlalchemy.orm import Session
 
 from store.crypto import SecretBox, SecretsUnavailable
 from store.db import begin_write
-from store.domain import EVENT_ID_PATTERN, EntityName, EventType, format_time, new_event_id
+from store.domain import ClientId, EntityName, EventType, format_time, new_event_id
 from store.identity import TenantAws, tenant_aws
+from store.limits import (
+    ACCESS_KEY_MAX,
+    ACCESS_KEY_MIN,
+    ACCESS_SECRET_MAX,
+    DESTINATION_MAX,
+    EXTERNAL_ID_MAX,
+    REGION_MAX,
+    ROLE_ARN_MAX,
+    full_pattern,
+)
 from store.models import Delivery, DeliveryAttempt, Subscription, Tenant
 
 MASK = "********"
-REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
-SQS_AWS_URL_RE = re.compile(
-    r"^https://(?:sqs\.(?P<r1>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<r2>[a-z0-9-]+)\.queue\.amazonaws\.com)"
-    r"/(?P<account>\d{12})/(?P<name>[A-Za-z0-9_-]{1,75}(?:\.fifo)?)$"
+# Matched whole, with ASCII classes (store/limits.py): no trailing newline, no Unicode digits.
+REGION_RE = full_pattern(r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]{1,16}-[0-9]{1,2}")
+SQS_AWS_URL_RE = full_pattern(
+    r"https://(?:sqs\.(?P<r1>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<r2>[a-z0-9-]+)\.queue\.amazonaws\.com)"
+    r"/(?P<account>[0-9]{12})/(?P<name>[A-Za-z0-9_-]{1,75}(?:\.fifo)?)"
 )
-QUEUE_PATH_RE = re.compile(r"^/(?P<account>\d{12})/(?P<name>[A-Za-z0-9_-]{1,75}(?:\.fifo)?)$")
-TOPIC_ARN_RE = re.compile(
-    r"^arn:aws(?:-cn|-us-gov)?:sns:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
-    r"(?P<name>[A-Za-z0-9_-]{1,256}(?:\.fifo)?)$"
+QUEUE_PATH_RE = full_pattern(r"/(?P<account>[0-9]{12})/(?P<name>[A-Za-z0-9_-]{1,75}(?:\.fifo)?)")
+TOPIC_ARN_RE = full_pattern(
+    r"arn:aws(?:-cn|-us-gov)?:sns:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):"
+    r"(?P<name>[A-Za-z0-9_-]{1,256}(?:\.fifo)?)"
 )
-ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{16,128}$")
-ROLE_ARN_RE = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::(?P<account>\d{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}")
+ACCESS_KEY_RE = full_pattern(rf"[A-Z0-9]{{{ACCESS_KEY_MIN},{ACCESS_KEY_MAX}}}")
+ROLE_ARN_RE = full_pattern(
+    r"arn:aws(?:-cn|-us-gov)?:iam::(?P<account>[0-9]{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}")
+# A queue URL or topic ARN is printable ASCII without spaces (urlsplit would silently drop a
+# tab or newline from it).
+URL_CHARS_RE = full_pattern(r"[!-~]+")
 THREE_FORMS = (
     'say how Event Collector authenticates to AWS for this destination, in one of three forms: '
     '{"credentials": "keys", "accessKey": ..., "accessSecret": ...} (your own IAM keys; '
@@ -74,31 +88,49 @@ class SubscriptionExists(SubscriptionError):
 
 # --- input model -----------------------------------------------------------------------------
 
-Secretish = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Secretish = Annotated[str, StringConstraints(min_length=1, max_length=ACCESS_SECRET_MAX)]
+AccessKey = Annotated[str, StringConstraints(min_length=1, max_length=ACCESS_KEY_MAX)]
+Target = Annotated[str, StringConstraints(max_length=DESTINATION_MAX)]
+
+
+def _region_name(value: str) -> str:
+    if not REGION_RE.fullmatch(value):
+        raise ValueError("must be an AWS region name such as eu-west-1")
+    return value
+
+
+def _target_chars(value: str) -> None:
+    if not URL_CHARS_RE.fullmatch(value):
+        raise ValueError("must be printable ASCII without spaces or control characters")
 
 
 class _Keys(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    region: str | None = None
+    region: Annotated[str, StringConstraints(max_length=REGION_MAX)] | None = None
     credentials: Literal["keys", "role", "platform"] | None = Field(
         None, description="how deliveries authenticate to AWS: keys, role or platform")
-    accessKey: Secretish | None = None
+    accessKey: AccessKey | None = None
     accessSecret: Secretish | None = None
-    roleArn: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+    roleArn: Annotated[str, StringConstraints(max_length=ROLE_ARN_MAX)] | None = Field(
         None, description="credentials role: the IAM role assumed with STS AssumeRole")
     # Read-only: GET shows the tenant's ExternalId on a role destination. Sending it back
     # unchanged is accepted (and ignored); any other value is refused by _apply.
-    externalId: Annotated[str, StringConstraints(max_length=1224)] | None = Field(
+    externalId: Annotated[str, StringConstraints(max_length=EXTERNAL_ID_MAX)] | None = Field(
         None, description="read-only (generated per tenant): leave it out, or send back the "
                           "value a GET showed")
 
     @field_validator("region")
     @classmethod
     def _region(cls, value: str | None) -> str | None:
-        if value is not None and not REGION_RE.match(value):
-            raise ValueError("must be an AWS region name such as eu-west-1")
-        return value
+        return _region_name(value) if value is not None else None
+
+    def _region_of_target(self, found: str, what: str) -> None:
+        if not REGION_RE.fullmatch(found):
+            raise ValueError(f"the {what} names no AWS region (such as eu-west-1)")
+        if self.region and self.region != found:
+            raise ValueError(f"region {self.region} differs from the {what}'s {found}")
+        self.region = self.region or found
 
     @model_validator(mode="after")
     def _one_mode(self) -> _Keys:
@@ -129,17 +161,20 @@ class _Keys(BaseModel):
 
 
 class SqsDestinationIn(_Keys):
-    queueUrl: Annotated[str, StringConstraints(max_length=1024)]
+    queueUrl: Target
+
+    @field_validator("queueUrl")
+    @classmethod
+    def _url_chars(cls, value: str) -> str:
+        _target_chars(value)
+        return value
 
     @model_validator(mode="after")
     def _queue(self, info: ValidationInfo) -> SqsDestinationIn:
         endpoint = (info.context or {}).get("sqs_endpoint")
-        match = SQS_AWS_URL_RE.match(self.queueUrl)
+        match = SQS_AWS_URL_RE.fullmatch(self.queueUrl)
         if match:
-            url_region = match.group("r1") or match.group("r2")
-            if self.region and self.region != url_region:
-                raise ValueError(f"region {self.region} differs from the queue URL's {url_region}")
-            self.region = self.region or url_region
+            self._region_of_target(match.group("r1") or match.group("r2"), "queue URL")
             return self
         if endpoint and _on_endpoint(self.queueUrl, endpoint):
             if not self.region:
@@ -151,31 +186,35 @@ class SqsDestinationIn(_Keys):
 
 
 class SnsDestinationIn(_Keys):
-    topicArn: Annotated[str, StringConstraints(max_length=1024)]
+    topicArn: Target
+
+    @field_validator("topicArn")
+    @classmethod
+    def _arn_chars(cls, value: str) -> str:
+        _target_chars(value)
+        return value
 
     @model_validator(mode="after")
     def _topic(self) -> SnsDestinationIn:
-        match = TOPIC_ARN_RE.match(self.topicArn)
+        match = TOPIC_ARN_RE.fullmatch(self.topicArn)
         if not match:
             raise ValueError("topicArn must be an SNS topic ARN: arn:aws:sns:<region>:<account>:<topic>")
-        if self.region and self.region != match.group("region"):
-            raise ValueError(f"region {self.region} differs from the topic ARN's {match.group('region')}")
-        self.region = self.region or match.group("region")
+        self._region_of_target(match.group("region"), "topic ARN")
         return self
 
 
 def target_account(destination_type: str, target: str) -> str | None:
     """The AWS account of a queue URL (on AWS or the endpoint override) or topic ARN."""
     if destination_type == "SNS":
-        match = TOPIC_ARN_RE.match(target)
+        match = TOPIC_ARN_RE.fullmatch(target)
     else:
-        match = SQS_AWS_URL_RE.match(target) or QUEUE_PATH_RE.match(urlsplit(target).path)
+        match = SQS_AWS_URL_RE.fullmatch(target) or QUEUE_PATH_RE.fullmatch(urlsplit(target).path)
     return match.group("account") if match else None
 
 
 def _on_endpoint(url: str, endpoint: str) -> bool:
     u, e = urlsplit(url), urlsplit(endpoint)
-    return (u.scheme, u.netloc) == (e.scheme, e.netloc) and bool(QUEUE_PATH_RE.match(u.path))
+    return (u.scheme, u.netloc) == (e.scheme, e.netloc) and bool(QUEUE_PATH_RE.fullmatch(u.path))
 
 
 _SQS_WITH_SNS_BLOCK = ('type is SQS but the destination holds an "sns" block: send '
@@ -239,7 +278,7 @@ class SubscriptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: Annotated[str, StringConstraints(pattern=EVENT_ID_PATTERN)] | None = None
+    id: ClientId | None = None
     active: bool = True
     entityType: EntityName
     subscribeCreate: bool = False
@@ -330,7 +369,7 @@ def _apply(sub: Subscription, data: SubscriptionIn, box: SecretBox, now: datetim
             raise SubscriptionError("accessKey is masked but does not match the stored key",
                                     "destination.accessKey")
         access_key = sub.access_key
-    elif access_key is not None and not ACCESS_KEY_RE.match(access_key):
+    elif access_key is not None and not ACCESS_KEY_RE.fullmatch(access_key):
         raise SubscriptionError("accessKey must be an AWS access key id", "destination.accessKey")
     keep_secret = secret == MASK and sub.access_secret_enc is not None and same_destination
     if secret == MASK and not keep_secret:

@@ -50,6 +50,15 @@ def order_event(**overrides: Any) -> dict[str, Any]:
     return event
 
 
+def as_posted(answer: dict[str, Any], *statuses: str) -> dict[str, Any]:
+    """A GET /api/v1/events/{id} answer without its ``status`` (one of ``statuses``, default
+    accepted or stored), to compare with the event POST answered (and SQS received)."""
+    answer = dict(answer)
+    status = answer.pop("status", None)
+    assert status in (statuses or ("accepted", "stored")), status
+    return answer
+
+
 def make_settings(database_url: str, redis_url: str | None = None, **kw: Any) -> Settings:
     return Settings(database_url=database_url, redis_url=redis_url, token_secret=SECRET, **kw)
 

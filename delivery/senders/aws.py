@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from delivery.redact import scrub
 from delivery.sender import Destination, OutgoingMessage, SendResult
 
 # botocore's DEBUG output carries request headers (the access key id among them): never let
@@ -198,12 +199,15 @@ def _client(service: str, region: str, key: str | None, secret: str | None,
     return boto3.session.Session().client(service, **kwargs)
 
 
-def classify(exc: Exception) -> SendResult:
-    """Turn a boto3 failure into a SendResult (transient or permanent), without secrets."""
+def classify(exc: Exception, known: Iterable[str | None] = ()) -> SendResult:
+    """Turn a boto3 failure into a SendResult (transient or permanent), without secrets: every
+    text that comes from the SDK or AWS is scrubbed of ``known`` (the destination's key id and
+    secret) and of any signed header, credential, signature or key id (delivery/redact.py)."""
+    known = tuple(known)
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "ClientError")
-        message = str(error.get("Message") or "")
+        code = scrub(str(error.get("Code") or "ClientError"), known)[:128]
+        message = scrub(str(error.get("Message") or ""), known)
         meta = exc.response.get("ResponseMetadata", {})
         status = int(meta.get("HTTPStatusCode") or 0)
         headers = {k.lower(): v for k, v in (meta.get("HTTPHeaders") or {}).items()}
@@ -222,8 +226,8 @@ def classify(exc: Exception) -> SendResult:
                           error_message="no AWS credentials: set keys on the subscription or the "
                           "platform's credential chain", transient=False)
     if isinstance(exc, BotoCoreError):
-        return SendResult(False, error_code=type(exc).__name__, error_message=str(exc)[:300],
-                          transient=True)
+        return SendResult(False, error_code=type(exc).__name__,
+                          error_message=scrub(str(exc), known)[:300], transient=True)
     return SendResult(False, error_code=type(exc).__name__, error_message="unexpected error",
                       transient=True)
 
@@ -238,7 +242,8 @@ def message_kwargs(destination: Destination, message: OutgoingMessage) -> dict[s
     return kwargs
 
 
-def batch_results(response: dict[str, Any], count: int) -> list[SendResult]:
+def batch_results(response: dict[str, Any], count: int,
+                  known: Iterable[str | None] = ()) -> list[SendResult]:
     """Per-entry results of SendMessageBatch / PublishBatch (entry ids are "0".."n-1")."""
     results = [SendResult(False, error_code="MissingFromBatchResponse",
                           error_message="the batch response did not mention this entry",
@@ -246,27 +251,39 @@ def batch_results(response: dict[str, Any], count: int) -> list[SendResult]:
     for ok in response.get("Successful", []):
         results[int(ok["Id"])] = SendResult(True, message_id=ok.get("MessageId"))
     for bad in response.get("Failed", []):
-        code = str(bad.get("Code") or "BatchEntryFailed")
+        code = scrub(str(bad.get("Code") or "BatchEntryFailed"), known)[:128]
         transient = not bad.get("SenderFault") or code in TRANSIENT_CODES
-        results[int(bad["Id"])] = SendResult(False, error_code=code,
-                                             error_message=str(bad.get("Message") or "")[:500],
+        message = scrub(str(bad.get("Message") or ""), known)[:500]
+        results[int(bad["Id"])] = SendResult(False, error_code=code, error_message=message,
                                              transient=transient)
     return results
 
 
-def call_batch(send: Callable[..., dict[str, Any]], count: int, **kwargs: Any) -> list[SendResult]:
-    """Run one boto3 batch call; a failure of the whole call applies to every entry."""
-    try:
-        response = send(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - classified, never raised
-        return [classify(exc)] * count
-    return batch_results(response, count)
+def _secrets(destination: Destination) -> tuple[str | None, str | None]:
+    return destination.access_key, destination.access_secret
 
 
-def call(send: Callable[..., dict[str, Any]], **kwargs: Any) -> SendResult:
-    """Run one boto3 send; every failure becomes a classified SendResult."""
+def call_batch(clients: ClientCache, service: str, destination: Destination, operation: str,
+               count: int, **kwargs: Any) -> list[SendResult]:
+    """Run one boto3 batch call; a failure of the whole call (making the client included)
+    applies to every entry."""
     try:
-        response = send(**kwargs)
+        response = getattr(clients.get(service, destination), operation)(**kwargs)
+    except CredentialsFailed as exc:
+        return [exc.result] * count
     except Exception as exc:  # noqa: BLE001 - classified, never raised
-        return classify(exc)
+        return [classify(exc, _secrets(destination))] * count
+    return batch_results(response, count, _secrets(destination))
+
+
+def call(clients: ClientCache, service: str, destination: Destination, operation: str,
+         **kwargs: Any) -> SendResult:
+    """Run one boto3 send; every failure (making the client included: boto3 refuses some
+    region names there) becomes a classified SendResult."""
+    try:
+        response = getattr(clients.get(service, destination), operation)(**kwargs)
+    except CredentialsFailed as exc:
+        return exc.result
+    except Exception as exc:  # noqa: BLE001 - classified, never raised
+        return classify(exc, _secrets(destination))
     return SendResult(True, message_id=response.get("MessageId"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from delivery.sender import Destination, OutgoingMessage, Sender, SendResult
-from delivery.senders.aws import ClientCache, CredentialsFailed, call, message_kwargs
+from delivery.senders.aws import ClientCache, call, message_kwargs
 
 
 class SnsSender(Sender):
@@ -11,9 +11,5 @@ class SnsSender(Sender):
         self.clients = clients or ClientCache()
 
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
-        try:
-            client = self.clients.get("sns", destination)
-        except CredentialsFailed as exc:
-            return exc.result
-        return call(client.publish, TopicArn=destination.target, Message=message.body,
-                    **message_kwargs(destination, message))
+        return call(self.clients, "sns", destination, "publish", TopicArn=destination.target,
+                    Message=message.body, **message_kwargs(destination, message))

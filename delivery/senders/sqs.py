@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from delivery.sender import MAX_BATCH, Destination, OutgoingMessage, Sender, SendResult
-from delivery.senders.aws import ClientCache, CredentialsFailed, call, call_batch, message_kwargs
+from delivery.senders.aws import ClientCache, call, call_batch, message_kwargs
 
 # SendMessageBatch refuses a request whose bodies and attributes add up to more than this.
 MAX_BATCH_BYTES = 256 * 1024
@@ -22,12 +22,8 @@ class SqsSender(Sender):
         self.clients = clients or ClientCache()
 
     def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
-        try:
-            client = self.clients.get("sqs", destination)
-        except CredentialsFailed as exc:
-            return exc.result
-        return call(client.send_message, QueueUrl=destination.target, MessageBody=message.body,
-                    **message_kwargs(destination, message))
+        return call(self.clients, "sqs", destination, "send_message", QueueUrl=destination.target,
+                    MessageBody=message.body, **message_kwargs(destination, message))
 
     def send_batch(self, destination: Destination,
                    messages: list[OutgoingMessage]) -> list[SendResult]:
@@ -40,15 +36,11 @@ class SqsSender(Sender):
                    messages: list[OutgoingMessage]) -> list[SendResult]:
         if len(messages) == 1:
             return [self.send(destination, messages[0])]
-        try:
-            client = self.clients.get("sqs", destination)
-        except CredentialsFailed as exc:
-            return [exc.result] * len(messages)
         entries: list[dict[str, Any]] = [
             {"Id": str(i), "MessageBody": m.body, **message_kwargs(destination, m)}
             for i, m in enumerate(messages)]
-        return call_batch(client.send_message_batch, len(entries), QueueUrl=destination.target,
-                          Entries=entries)
+        return call_batch(self.clients, "sqs", destination, "send_message_batch", len(entries),
+                          QueueUrl=destination.target, Entries=entries)
 
 
 def _chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:

@@ -17,7 +17,7 @@ import pytest
 from broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from config.runtime import build_runtime
 from store.auth import create_tenant
-from tests.conftest import Caller, make_settings, mint, order_event
+from tests.conftest import Caller, as_posted, make_settings, mint, order_event
 from tests.integration.aws import FaultProxy, MotoServer
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,8 @@ def test_sqs_subscription_receives_matching_events_as_get_returns_them(stack: di
     messages = _receive(stack["sqs"], direct, expect=2, timeout=4)
     assert len(messages) == 1
     got = messages[0]
-    assert json.loads(got["Body"]) == a.get(f"/api/v1/events/{created['id']}").json
+    assert json.loads(got["Body"]) == as_posted(a.get(f"/api/v1/events/{created['id']}").json,
+                                                "stored")
     attrs = {k: v["StringValue"] for k, v in got["MessageAttributes"].items()}
     assert attrs == {"tenant": a.tenant, "event_type": "ENTITY_EVENT", "entity_name": "ORDER",
                      "operation": "CREATE", "event_id": created["id"]}
@@ -214,7 +215,8 @@ def test_sns_topic_fans_out_to_an_sqs_queue(stack: dict[str, Any]) -> None:
     _settle(stack)
     [msg] = _receive(sqs, direct, expect=1)
     envelope = json.loads(msg["Body"])
-    assert json.loads(envelope["Message"]) == a.get(f"/api/v1/events/{event['id']}").json
+    assert json.loads(envelope["Message"]) == as_posted(
+        a.get(f"/api/v1/events/{event['id']}").json, "stored")
     attrs = {k: v["Value"] for k, v in envelope["MessageAttributes"].items()}
     assert attrs["tenant"] == a.tenant and attrs["event_id"] == event["id"]
     assert attrs["entity_name"] == "ORDER" and attrs["operation"] == "CREATE"
@@ -364,6 +366,61 @@ def test_secrets_never_appear_in_responses_or_logs(stack: dict[str, Any],
     assert stored and ACCESS_SECRET not in stored
 
 
+def _signing_leaks(text: str) -> list[str]:
+    found = [name for name, value in (("key id", ACCESS_KEY), ("secret", ACCESS_SECRET))
+             if value in text]
+    found += [m for m in ("Credential=AKIA", "Signature=0", "Signature=1", "Signature=2",
+                          "Signature=3", "Signature=4", "Signature=5", "Signature=6",
+                          "Signature=7", "Signature=8", "Signature=9", "Signature=a",
+                          "Signature=b", "Signature=c", "Signature=d", "Signature=e",
+                          "Signature=f", "AWS4-HMAC-SHA256 Credential") if m in text]
+    return found
+
+
+def test_an_sdk_error_carrying_signed_headers_reaches_no_answer_log_or_line(
+        stack: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A region with a newline made boto3's error quote the Authorization header (key id,
+    credential scope, signature); it was returned by the test send and kept in the attempt log.
+    Validation now refuses such a region; a row stored before that must still leak nothing."""
+    from sqlalchemy import update
+
+    from store.models import Subscription
+
+    caplog.set_level(logging.DEBUG)
+    a = stack["a"]
+    via_proxy, _ = _queue(stack, f"scrub-{uuid.uuid4().hex[:6]}")
+    # Given a subscription with keys, whose stored region ends with a newline
+    sub = _create(a, _subscription(via_proxy))
+    refused = _subscription(via_proxy)
+    refused["destination"]["sqs"]["region"] = "us-east-1\n"
+    r = a.client.post("/api/v1/event-subscription", json=refused, headers=a.headers())
+    assert r.status_code == 400, r.json  # (validation refuses it now)
+    with stack["runtime"].sessions() as session:
+        session.execute(update(Subscription).where(Subscription.id == sub["id"])
+                        .values(region="us-east-1\n"))
+        session.commit()
+    # When it is test-sent, and an event is delivered to it (real boto3, moto behind the proxy)
+    test = a.client.post(f"/api/v1/event-subscription/{sub['id']}/test", headers=a.headers())
+    a.post_event(order_event(id=f"sc-{uuid.uuid4().hex}"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _attempts(a, sub["id"]):
+        time.sleep(0.2)
+    log = a.get(f"/api/v1/event-subscription/{sub['id']}/deliveries")
+    shown = a.get(f"/api/v1/event-subscription/{sub['id']}")
+    # Then the send failed, saying why, and no answer, attempt or log line carries the key id,
+    # the secret, the credential or the signature
+    assert test.status_code == 200 and test.json["ok"] is False, test.json
+    assert test.json["errorCode"] == "HTTPClientError"
+    assert "[redacted]" in test.json["errorMessage"]
+    assert log.json["deliveries"], log.json
+    assert log.json["deliveries"][0]["errorCode"] == "HTTPClientError"
+    texts = [test.get_data(as_text=True), log.get_data(as_text=True),
+             shown.get_data(as_text=True)]
+    lines = [r.getMessage() + " " + (r.exc_text or "") for r in caplog.records]
+    assert [_signing_leaks(t) for t in texts] == [[], [], []], texts
+    assert [line for line in lines if _signing_leaks(line)] == []
+
+
 def test_seed_002_example_gets_a_400_that_says_what_to_send(stack: dict[str, Any]) -> None:
     a = stack["a"]
     seed = {"active": True, "destination": {"sqs": {"accessKey": "string", "accessSecret": "string",
@@ -495,7 +552,7 @@ def test_end_to_end_over_the_procfile_web_persist_and_deliver_processes(
         bodies = {json.loads(m["Body"])["id"]: json.loads(m["Body"]) for m in got}
         assert sorted(bodies) == sorted(ids) and len(got) == 20
         one = requests.get(f"{base}/api/v1/events/{ids[0]}", headers=headers, timeout=10).json()
-        assert bodies[ids[0]] == one
+        assert bodies[ids[0]] == as_posted(one, "stored")
         log = requests.get(f"{base}/api/v1/event-subscription/{sub['id']}/deliveries",
                            headers=headers, params={"status": "succeeded", "per_page": 100},
                            timeout=10).json()

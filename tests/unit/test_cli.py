@@ -270,3 +270,63 @@ def test_bad_accounts_or_an_unknown_tenant_exit_1(
     assert code == 1 and err.startswith("error: ") and out == ""
     shown = json.loads(run(capsys, "tenant", "show", "shop", "--json")[1])
     assert shown["platformCredentials"]["allowed"] is False
+
+
+def test_quarantine_list_retry_and_purge_on_the_embedded_default(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from ingest.service import prepare
+    from store.db import make_engine, make_session_factory
+    from store.domain import EventIn
+    from store.subscriptions import IndexCache
+    from tests.conftest import order_event
+    from workers.persist import GroupCommit
+
+    # Given two tenants' events the database refused (a trigger standing in for a narrow column)
+    assert run(capsys, "tenant", "create", "shop")[0] == 0
+    engine = make_engine(f"sqlite:///{data_dir / 'eventcollector.db'}")
+    sessions = make_session_factory(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.entity_id = "
+                          "'poison' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"))
+    group = GroupCommit(sessions, IndexCache())
+    for tenant, event_id in (("shop", "q-1"), ("other", "q-2")):
+        doc = prepare(EventIn.model_validate(order_event(id=event_id, entity_id="poison")),
+                      datetime.now(UTC)).document
+        assert group.submit(tenant, [doc]) == (0, [])
+    # When an operator lists them (all, one tenant's, one id)
+    code, out, err = run(capsys, "quarantine", "list")
+    assert code == 0, err
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert [(x["tenant"], x["event_id"]) for x in listed] == [("shop", "q-1"), ("other", "q-2")]
+    assert listed[0]["error"] == "IntegrityError" and "refused by the test" in listed[0]["reason"]
+    assert "document" not in listed[0]
+    code, out, _ = run(capsys, "quarantine", "list", "--tenant", "shop", "--documents")
+    [only] = [json.loads(line) for line in out.splitlines()]
+    assert only["event_id"] == "q-1" and only["document"]["entity_id"] == "poison"
+    # And retries before the cause is fixed: still quarantined, exit 1, with the reason
+    code, out, err = run(capsys, "quarantine", "retry", "--tenant", "shop")
+    assert code == 1
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["quarantined"]
+    assert "still quarantined 1" in err
+    # And after the cause is fixed: stored (no Redis here: the sweep sends its deliveries)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER refuse"))
+    code, out, err = run(capsys, "quarantine", "retry", "--id", "q-1")
+    assert code == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"tenant": "shop", "event_id": "q-1", "status": "stored"}]
+    with sessions() as session:
+        from store.events import get_event
+
+        assert get_event(session, "shop", "q-1") is not None
+    # And purge needs --yes, then deletes what is left
+    assert run(capsys, "quarantine", "purge")[0] == 1
+    code, out, _ = run(capsys, "quarantine", "purge", "--yes", "--tenant", "other")
+    assert code == 0 and out.strip() == "purged 1"
+    assert run(capsys, "quarantine", "list")[1] == ""
+    engine.dispose()

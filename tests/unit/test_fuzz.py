@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from api.events import EventListParams
 from api.open_loyalty import OpenLoyaltyParams
 from store.domain import EVENT_ID_PATTERN, EntityName, EventSource, EventType, Operation
-from tests.conftest import Caller, b64, drain, make_settings, mint, order_event
+from tests.conftest import Caller, as_posted, b64, drain, make_settings, mint, order_event
 from tests.unit.test_ingest import (  # noqa: F401 - fixtures
     assert_error,
     embedded,
@@ -177,7 +177,7 @@ class Ledger:
         for event_id, document in self.accepted.items():
             resp = self.caller.get(f"/api/v1/events/{quote(event_id, safe='')}")
             assert resp.status_code == 200, event_id
-            assert resp.get_json() == document
+            assert as_posted(resp.get_json(), "stored") == document
 
 
 def assert_shape(resp: Any) -> None:

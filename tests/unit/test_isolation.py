@@ -1,6 +1,7 @@
 """Tenant isolation across the whole HTTP surface, route by route.
 
-acme owns one of everything (two events, a subscription with a delivery, a job with a run).
+acme owns one of everything (two events, a subscription with a delivery, a job with a run, and
+an event the database refused, in the quarantine).
 Then, for EVERY route of the app (read from ``app.url_map``, so a route added later is tested
 without anyone listing it here):
 
@@ -75,7 +76,7 @@ def route_id(route: tuple[str, str]) -> str:
 
 
 def required_scope(method: str, rule: str) -> str:
-    if rule.startswith(("/api/v1/events", "/api/event")):
+    if rule.startswith(("/api/v1/events", "/api/event", "/api/v1/quarantine")):
         return "events:read" if method == "GET" else "events:write"
     if rule.startswith(SUBS):
         return "subscriptions"
@@ -89,6 +90,8 @@ def required_scope(method: str, rule: str) -> str:
 ACME_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/acme-orders"
 GLOBEX_QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/globex-orders"
 E1, E2, S1, J1 = "acme-evt-1", "acme-evt-2", "acme-sub-1", "acme-job-1"
+E3 = "acme-evt-quarantined"  # refused by the database (a test trigger): in the quarantine
+POISON = "acme-poison"  # the entity id the trigger refuses
 WINDOW = {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}
 
 # Bodies that pass validation, so a write gets as far as looking the id up.
@@ -116,6 +119,7 @@ LIST_QUERIES: dict[str, list[dict[str, Any]]] = {
     "/api/event": [{}, {"fromId": 1}, {"direction": "DESC", "perPage": 100}],
     SUBS: [{}, {"include_inactive": "true"}],
     JOBS: [{}, {"include_deleted": "true"}],
+    "/api/v1/quarantine": [{}, {"from_id": 1}, {"per_page": 100}],
 }
 
 
@@ -138,7 +142,8 @@ class World:
     def acme_state(self) -> dict[str, Any]:
         """Everything acme can read about its resources."""
         self.settle()
-        paths = [f"/api/v1/events/{E1}", f"/api/v1/events/{E2}",
+        paths = [f"/api/v1/events/{E1}", f"/api/v1/events/{E2}", f"/api/v1/events/{E3}",
+                 "/api/v1/quarantine?per_page=100",
                  "/api/v1/events?per_page=100", "/api/event?perPage=100",
                  f"/api/event/{E1}", f"{SUBS}/{S1}", f"{SUBS}?include_inactive=true",
                  f"{SUBS}/{S1}/deliveries", f"{JOBS}/{J1}", f"{JOBS}?include_deleted=true",
@@ -185,6 +190,9 @@ def world(template_db: Path, tmp_path: Path) -> Iterator[World]:  # noqa: F811
             event = order_event(id=event_id, entity_id=f"acme-order-{n}")
             event["event_payload"]["key_attributes"]["correlationId"] = f"acme-corr-{n}"
             assert acme.post_event(event).status_code == 201
+        # acme's event that the database refuses: quarantined, not stored
+        _refuse_entity(runtime, POISON)
+        assert acme.post_event(order_event(id=E3, entity_id=POISON)).status_code == 201
         w = World(app, acme, globex, stub, {}, {})
         # (settled first: see test_an_api_write_racing_a_worker_commit_is_not_a_503)
         w.settle()
@@ -193,14 +201,27 @@ def world(template_db: Path, tmp_path: Path) -> Iterator[World]:  # noqa: F811
         assert send(acme, "POST", f"{JOBS}/{J1}/run").status_code == 202
         _wait_for_run(w)
         seq = str(acme.get("/api/event").get_json()["events"][0]["id"])
-        w.ids = {"event_id": [E1, seq], "sub_id": [S1], "job_id": [J1]}
+        w.ids = {"event_id": [E1, seq, E3], "sub_id": [S1], "job_id": [J1]}
         w.before = w.acme_state()
         assert w.before[f"{SUBS}/{S1}/deliveries"]["total"] == 2
+        assert w.before[f"/api/v1/events/{E3}"]["status"] == "quarantined"
+        assert [e["id"] for e in w.before["/api/v1/quarantine?per_page=100"]["events"]] == [E3]
         assert len(w.before[f"{JOBS}/{J1}/runs"]["runs"]) == 1
         yield w
     finally:
         worker.stop()
         runtime.close()
+
+
+def _refuse_entity(runtime: Any, entity_id: str) -> None:
+    """Make the database refuse events with this entity id (as a too-narrow column would)."""
+    from sqlalchemy import text
+
+    with runtime.engine.begin() as conn:
+        conn.execute(text(
+            f"CREATE TRIGGER refuse_{entity_id.replace('-', '_')} BEFORE INSERT ON events "
+            f"WHEN NEW.entity_id = '{entity_id}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"))
 
 
 def _wait_for_run(w: World) -> None:

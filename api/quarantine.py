@@ -1,0 +1,36 @@
+"""GET /api/v1/quarantine: the caller's own events the database refused (cursor paginated)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.http import json_response
+from api.security import require
+from store.limits import SEQ_MAX
+from store.quarantine import list_quarantined, to_api
+
+bp = Blueprint("quarantine", __name__)
+
+
+class QuarantineParams(BaseModel):
+    """Query parameters of GET /api/v1/quarantine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_id: int | None = Field(None, ge=1, le=SEQ_MAX,
+                                description="a quarantine entry's id (quarantine.id) to start at")
+    per_page: int = Field(10, ge=1, le=100)
+
+
+@bp.get("/api/v1/quarantine")
+@require("events:read", query=QuarantineParams)
+def list_all() -> Response:
+    params = g.query
+    assert isinstance(params, QuarantineParams)
+    with current_app.extensions["ec.runtime"].sessions() as session:
+        page = list_quarantined(session, tenant=g.principal.tenant, from_id=params.from_id,
+                                per_page=params.per_page)
+        events = [to_api(r) for r in page.rows]
+    return json_response({"events": events, "total": page.total,
+                          "next_from_id": page.next_from_id})
