@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.events import valid_event_id
@@ -103,6 +103,21 @@ def _delete(job_id: str) -> Response:
 @require("jobs")
 def delete(job_id: str) -> Response:
     _check_id(job_id)
+    return _delete(job_id)
+
+
+@bp.post(f"{BASE}/<string:job_id>")
+@require("jobs")
+def delete_by_seed_post(job_id: str) -> Response:
+    """Seed 002's delete: ``POST /api/v1/jobs/{JobId}`` with an empty body or none. A body is a
+    400 and deletes nothing: a client that meant to create or update a job here must not lose it."""
+    _check_id(job_id)
+    request.max_content_length = 64 * 1024
+    if request.get_data(cache=False).strip():
+        raise ApiError(400, "body_not_allowed",
+                       "POST /api/v1/jobs/{id} deletes the job and takes no body: create a job "
+                       "with POST /api/v1/jobs, update one with PUT /api/v1/jobs/{id}",
+                       [{"field": "body", "message": "must be empty", "type": "not_allowed"}])
     return _delete(job_id)
 
 

@@ -10,14 +10,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from api.events import Direction, valid_event_id
 from api.http import ApiError, json_response
 from api.security import require
-from store.domain import decoded_payload, format_time
+from store.domain import format_time, payload_view
 from store.events import EventQuery, get_event, get_event_by_seq, list_events
 from store.limits import SEQ_MAX
 from store.models import EventRecord
 
 bp = Blueprint("open_loyalty", __name__)
 
-_SORTS = {"id": "id", "recorderOn": "received_at", "recorderon": "received_at"}
+# Seed 003's names for the sort keys; its default ``name`` is the event's type name (``type``).
+_SORTS = {"id": "id", "recorderOn": "received_at", "recorderon": "received_at", "name": "type",
+          "type": "type"}
 
 
 class OpenLoyaltyParams(BaseModel):
@@ -25,9 +27,13 @@ class OpenLoyaltyParams(BaseModel):
 
     fromId: int | None = Field(None, ge=1, le=SEQ_MAX)
     perPage: int = Field(10, ge=1, le=100)
-    sort: Annotated[Literal["id", "received_at"],
+    sort: Annotated[Literal["id", "received_at", "type"],
                     BeforeValidator(lambda v: _SORTS.get(v, v)),
-                    Field(json_schema_extra={"enum": ["id", "recorderOn", "received_at"]})] = "id"
+                    Field(json_schema_extra={
+                        "enum": ["id", "name", "recorderOn", "received_at", "type"],
+                        "description": "id (default), recorderOn / received_at, or name / type: "
+                                       "the event's type name (ENTITY_EVENT.ORDER.CREATE, "
+                                       "FAULT, ...), then id"})] = "id"
     direction: Direction = "ASC"
 
 
@@ -37,7 +43,7 @@ def event_type_name(row: EventRecord) -> str:
 
 
 def to_open_loyalty(row: EventRecord) -> dict[str, Any]:
-    payload = decoded_payload(
+    payload = payload_view(
         {"event_payload": {"base64_encoded_payload_json": row.payload_b64,
                            "base64_encoded_fault_json": row.fault_b64}}
     )

@@ -34,9 +34,13 @@ class Error(BaseModel):
     error: ErrorBody
 
 
+_AS_SENT = ("standard base64, stored and returned as sent; its content need not be JSON (an "
+            "upstream's HTML error page, XML or a form is kept as it came)")
+
+
 class EventPayloadOut(BaseModel):
-    base64_encoded_payload_json: str | None
-    base64_encoded_fault_json: str | None
+    base64_encoded_payload_json: str | None = Field(description=_AS_SENT)
+    base64_encoded_fault_json: str | None = Field(description=_AS_SENT)
     entity_id: str | None
     key_attributes: dict[str, str]
     operation: str | None
@@ -136,7 +140,10 @@ class TokenResponse(BaseModel):
 class OpenLoyaltyEvent(BaseModel):
     id: int = Field(description="sequence number")
     uuid: str = Field(description="the event id")
-    payload: Any = Field(description="decoded base64_encoded_payload_json (else the fault)")
+    payload: Any = Field(description=(
+        "base64_encoded_payload_json (else base64_encoded_fault_json) decoded: the JSON value when "
+        "it parses as JSON, otherwise its text as a string (UTF-8, undecodable bytes replaced "
+        "by U+FFFD); {} when the event has neither"))
     type: str = Field(description="event type, entity name and operation joined by dots")
     recorderOn: str
 
@@ -454,7 +461,9 @@ def build_spec() -> dict[str, Any]:
             "put": op("Update a job (its id cannot change)", "jobs",
                       {"200": _json("Job", "updated")}, 404, 413, 415, params=[job_path],
                       body=_body("JobIn")),
-            "delete": op("Delete a job (soft)", "jobs", no_content, 404, params=[job_path])},
+            "delete": op("Delete a job (soft)", "jobs", no_content, 404, params=[job_path]),
+            "post": op("Delete a job (soft; seed 002's form): an empty body or none; a body is a "
+                       "400 and deletes nothing", "jobs", no_content, 404, params=[job_path])},
         "/api/v1/jobs/{job_id}/delete": {"post": op(
             "Delete a job (soft; seed 002's POST form)", "jobs", no_content, 404,
             params=[job_path])},

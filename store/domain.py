@@ -62,10 +62,22 @@ class EntityName(StrEnum):
 
 
 class EventSource(StrEnum):
+    """Where an event comes from. Seed 002 lists the four kinds of source; seeds 000/001 list the
+    entities (``ORDER``, ``PRICE``, ...) instead: both are accepted, stored and read back as sent.
+    An entity named as the source is also the event's ``entity_name`` when that is left out."""
+
     SYSTEM = "SYSTEM"
     CONNECTOR = "CONNECTOR"
     APPLICATION = "APPLICATION"
     SERVERLESS = "SERVERLESS"
+    CUSTOMER = "CUSTOMER"
+    INVENTORY_LEVEL = "INVENTORY_LEVEL"
+    INVENTORY_LOCATION = "INVENTORY_LOCATION"
+    ORDER = "ORDER"
+    PRICE = "PRICE"
+    PRODUCT = "PRODUCT"
+    VARIANT_PRODUCT = "VARIANT_PRODUCT"
+    WISHLIST = "WISHLIST"
 
 
 class Operation(StrEnum):
@@ -100,21 +112,21 @@ AttrValue = Annotated[str, StringConstraints(max_length=ATTR_VALUE_MAX), AfterVa
 ClientId = Annotated[str, StringConstraints(max_length=EVENT_ID_MAX, pattern=EVENT_ID_PATTERN)]
 
 
-def _decodes_to_json(value: str | None) -> str | None:
+def _standard_base64(value: str | None) -> str | None:
+    # The content is what the upstream said (JSON, an HTML error page, XML, a form): it is stored
+    # as sent; only the encoding is checked.
     if value is None:
         return None
     try:
-        raw = base64.b64decode(value, validate=True)
+        base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("must be standard base64") from None
-    try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ValueError("must be base64 of a JSON document") from None
     return value
 
 
-Base64Json = Annotated[Text, AfterValidator(_decodes_to_json)]
+Base64Content = Annotated[Text, AfterValidator(_standard_base64), Field(
+    description="standard base64 (RFC 4648 section 4); the content need not be JSON: it is stored "
+                "as sent")]
 
 
 class EventPayloadIn(BaseModel):
@@ -122,8 +134,8 @@ class EventPayloadIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    base64_encoded_payload_json: Base64Json | None = None
-    base64_encoded_fault_json: Base64Json | None = None
+    base64_encoded_payload_json: Base64Content | None = None
+    base64_encoded_fault_json: Base64Content | None = None
     entity_id: ShortText | None = None
     key_attributes: dict[AttrKey, AttrValue] = Field(default_factory=dict)
     operation: Operation | None = None
@@ -179,6 +191,11 @@ class EventIn(BaseModel):
                 and data.get("entity_name") is None
             ):
                 data = {**data, "entity_name": event_type, "event_type": "ENTITY_EVENT"}
+            source = data.get("event_source")
+            # Seeds 000/001 name the entity in event_source: it is the entity, unless named.
+            if (isinstance(source, str) and source in EntityName.__members__
+                    and source in EventSource.__members__ and data.get("entity_name") is None):
+                data = {**data, "entity_name": source}
         return data
 
     @field_validator("entity_name", mode="before")
@@ -295,14 +312,41 @@ def body_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(client_part, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+_NOT_JSON = object()
+
+
+def _decoded(raw: str) -> tuple[Any, str]:
+    """The JSON a base64 field holds, else ``_NOT_JSON`` and its text (UTF-8, undecodable bytes
+    replaced)."""
+    try:
+        data = base64.b64decode(raw)
+    except (binascii.Error, ValueError):
+        return _NOT_JSON, raw
+    try:
+        return orjson.loads(data), ""
+    except orjson.JSONDecodeError:
+        return _NOT_JSON, data.decode("utf-8", errors="replace")
+
+
 def decoded_payload(document: dict[str, Any]) -> Any:
-    """The decoded ``base64_encoded_payload_json`` (or fault) of a stored event, or None."""
+    """The JSON of ``base64_encoded_payload_json`` (or else the fault) of a stored event; None when
+    there is none or it is not JSON (the read models skip and count such events)."""
     payload = document.get("event_payload") or {}
     for key in ("base64_encoded_payload_json", "base64_encoded_fault_json"):
         raw = payload.get(key)
         if raw:
-            try:
-                return orjson.loads(base64.b64decode(raw))
-            except (binascii.Error, ValueError):
-                return None
+            value, _ = _decoded(raw)
+            return None if value is _NOT_JSON else value
+    return None
+
+
+def payload_view(document: dict[str, Any]) -> Any:
+    """What the views show of an event's payload (else its fault): the JSON when it parses, the
+    text otherwise (an upstream's HTML error page, XML, a form), None when there is none."""
+    payload = document.get("event_payload") or {}
+    for key in ("base64_encoded_payload_json", "base64_encoded_fault_json"):
+        raw = payload.get(key)
+        if raw:
+            value, text = _decoded(raw)
+            return text if value is _NOT_JSON else value
     return None

@@ -187,7 +187,8 @@ class EventQuery:
 
     Attributes:
         from_seq: first sequence number to return (inclusive), in ``direction``'s order.
-        sort: ``id`` (sequence order, stable while events arrive) or ``received_at``.
+        sort: ``id`` (sequence order, stable while events arrive), ``received_at`` or ``type``
+        (the type name: event type, entity name, operation; then sequence).
     """
 
     from_seq: int | None = None
@@ -239,6 +240,17 @@ def list_events(session: Session, tenant: str, q: EventQuery) -> EventPage:
             if anchor is not None:
                 key = (anchor.received_at, anchor.seq)
                 cmp = tuple_(EventRecord.received_at, EventRecord.seq)
+                page_conditions.append(cmp <= key if q.descending else cmp >= key)
+    elif q.sort == "type":
+        # The type name ENTITY_EVENT.ORDER.CREATE sorts as its parts do ('.' sorts before '_').
+        order = (EventRecord.event_type, func.coalesce(EventRecord.entity_name, ""),
+                 func.coalesce(EventRecord.operation, ""), EventRecord.seq)
+        if q.from_seq is not None:
+            anchor = get_event_by_seq(session, tenant, q.from_seq)
+            if anchor is not None:
+                key = (anchor.event_type, anchor.entity_name or "", anchor.operation or "",
+                       anchor.seq)
+                cmp = tuple_(*order)
                 page_conditions.append(cmp <= key if q.descending else cmp >= key)
     else:
         order = (EventRecord.seq,)

@@ -257,7 +257,7 @@ def test_arbitrary_bytes_are_never_a_5xx(acme: Caller) -> None:
 V1_PARAMS = sorted(EventListParams.model_fields)
 OL_PARAMS = sorted(OpenLoyaltyParams.model_fields)
 V1_SORTS = {"id", "received_at"}
-OL_SORTS = {"id", "received_at", "recorderOn", "recorderon"}  # recorderon: see api/open_loyalty.py
+OL_SORTS = {"id", "received_at", "recorderOn", "recorderon", "name", "type"}  # see api/open_loyalty.py
 GOOD_VALUES = ["id", "received_at", "recorderOn", "ASC", "desc", "1", "10", "100", "0", "-1",
                "101", "9" * 30, "ORDER", "CREATE", "FAULT", "CONNECTOR", "ENTITY_EVENT",
                "2024-01-01T00:00:00Z", "2024-01-01T00:00:00+02:00", "order-1", "corr-1"]

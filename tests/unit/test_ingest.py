@@ -165,19 +165,19 @@ def embedded(template_db: Path, tmp_path: Path) -> Iterator[Any]:
 
 # --- seeds posted verbatim --------------------------------------------------------------------
 
-def test_seed_000_request_verbatim_is_rejected_naming_operation_and_fault(acme: Caller) -> None:
+def test_seed_000_request_verbatim_is_rejected_naming_only_its_operation(acme: Caller) -> None:
     # Given seed 000's request as printed: operation is the prose "BULK_CREATE or ... UPDATE"
-    # and base64_encoded_fault_json decodes to the invalid JSON '{"id":"12\"}'
+    # and base64_encoded_fault_json decodes to the invalid JSON '{"id":"12\"}' (a fault is what
+    # an upstream said: its content need not be JSON)
     assert base64.b64decode(SEED_000_REQUEST["event_payload"]["base64_encoded_fault_json"]) \
         == b'{"id":"12\\"}'
     # When it is posted verbatim
     resp = acme.post_event(SEED_000_REQUEST)
-    # Then it is a 400 whose details name exactly those two fields (the payload JSON is fine)
+    # Then it is a 400 whose details name exactly the operation
     error = assert_error(resp, 400, "invalid_event")
-    assert fields(error) == {"event_payload.operation", "event_payload.base64_encoded_fault_json"}
+    assert fields(error) == {"event_payload.operation"}
     by_field = {d["field"]: d["message"] for d in error["details"]}
     assert "CREATE" in by_field["event_payload.operation"]
-    assert "JSON" in by_field["event_payload.base64_encoded_fault_json"]
     # And nothing is stored
     assert stored_total(acme) == 0
 
@@ -314,14 +314,10 @@ INVALID_EVENTS = [
      "event_payload.base64_encoded_payload_json"),
     ("payload urlsafe base64", _with_payload(base64_encoded_payload_json="eyJhIjoi-_8ifQ=="),
      "event_payload.base64_encoded_payload_json"),
-    ("payload base64 of text", _with_payload(
-        base64_encoded_payload_json=base64.b64encode(b"hello world").decode()),
+    ("payload base64 without its padding", _with_payload(base64_encoded_payload_json="eyJhIjoxfQ"),
      "event_payload.base64_encoded_payload_json"),
-    ("fault base64 of truncated json", _with_payload(
-        base64_encoded_fault_json=base64.b64encode(b'{"status": 50').decode()),
+    ("fault base64 with a space", _with_payload(base64_encoded_fault_json="eyJh IjoxfQ=="),
      "event_payload.base64_encoded_fault_json"),
-    ("payload base64 empty", _with_payload(base64_encoded_payload_json=""),
-     "event_payload.base64_encoded_payload_json"),
     ("number as entity_id", order_event(entity_id=12345), "entity_id"),
     ("number as key attribute", _with_payload(key_attributes={"correlationId": 7}),
      "event_payload.key_attributes.correlationId"),

@@ -542,7 +542,8 @@ def test_put_inactive_clears_next_run_at_and_put_active_sets_it_again(acme: Call
 
 # --- delete ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "suffix"), [("DELETE", ""), ("POST", "/delete")])
+@pytest.mark.parametrize(("method", "suffix"), [("DELETE", ""), ("POST", "/delete"), ("POST", "")],
+                         ids=["DELETE", "POST-delete", "POST-seed-002"])
 def test_delete_is_soft_and_hides_the_job_from_the_list(acme: Caller, method: str,
                                                         suffix: str) -> None:
     # Given two jobs
@@ -568,6 +569,25 @@ def test_delete_is_soft_and_hides_the_job_from_the_list(acme: Caller, method: st
     assert again.status_code == 204
     missing = acme.client.open(f"{BASE}/job-nope{suffix}", method=method, headers=acme.headers())
     assert_error(missing, 404, "not_found")
+
+
+@pytest.mark.parametrize("body", [b"", b"  \n"], ids=["none", "whitespace"])
+def test_seed_002_post_delete_takes_an_empty_body(acme: Caller, body: bytes) -> None:
+    create_job(acme, id="job-doomed")
+    resp = acme.client.post(f"{BASE}/job-doomed", data=body, headers=acme.headers())
+    assert resp.status_code == 204, resp.get_data(as_text=True)
+    assert get_job(acme, "job-doomed")["deleted"] is True
+
+
+@pytest.mark.parametrize("body", [SEED_002_JOB, {}, job_body()], ids=["seed-002-job", "{}", "job"])
+def test_seed_002_post_delete_with_a_body_is_a_400_and_deletes_nothing(
+        acme: Caller, body: dict[str, Any]) -> None:
+    # Given a job, When a client POSTs a body to its URL (meaning to create or update it)
+    before = create_job(acme, id="job-kept")
+    error = assert_error(call(acme, "POST", f"{BASE}/job-kept", body), 400, "body_not_allowed")
+    # Then 400 naming the body, and the job is as it was
+    assert fields(error) == {"body"}
+    assert get_job(acme, "job-kept") == before
 
 
 def test_include_deleted_must_be_a_boolean(acme: Caller) -> None:

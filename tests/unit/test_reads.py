@@ -330,7 +330,7 @@ def test_open_loyalty_list_shape_paging_and_sorting(acme: Caller) -> None:
 
 
 @pytest.mark.parametrize("params", [{"perPage": 101}, {"perPage": 0}, {"fromId": 0},
-                                    {"sort": "name"}, {"direction": "SIDEWAYS"}])
+                                    {"sort": "size"}, {"direction": "SIDEWAYS"}])
 def test_open_loyalty_list_rejects_bad_parameters(acme: Caller, params: dict[str, Any]) -> None:
     # Given a bad Open Loyalty query parameter
     # When /api/event is read with it
