@@ -482,8 +482,10 @@ def build_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Event Collector API", "version": "1.0.0",
+                 # Markdown (Swagger UI renders it): the placeholders sit in code spans, where
+                 # "<token>" is text, not an HTML tag.
                  "description": "Multi-tenant event collector. Every /api/v1 call carries "
-                 "'Authorization: Bearer <token>' and 'X-TWC-Tenant: <tenant>'. A query "
+                 "`Authorization: Bearer <token>` and `X-TWC-Tenant: <tenant>`. A query "
                  "parameter an operation does not list, like a body field its schema does not, "
                  "is refused: 400 naming it."},
         "paths": paths,
@@ -507,6 +509,7 @@ def _swagger_dir() -> str:
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Event Collector API</title>
+<link rel="icon" type="image/svg+xml" href="/docs/static/images/swagger.svg">
 <link rel="stylesheet" href="/docs/static/css/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/js/swagger-ui-bundle.js"></script>
