@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     """Build the Flask app; with no arguments, settings come from the environment."""
     if runtime is None:
         settings = settings or load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         runtime = build_runtime(settings)
     app = Flask("eventcollector")
     app.extensions["ec.runtime"] = runtime

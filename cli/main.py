@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
+import os
 import signal
+import socket
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 
+from config.logging import configure_logging
 from config.settings import ConfigError, Settings, load_settings
 
 _EXAMPLE = (
@@ -318,9 +321,17 @@ def _redrive(settings: Settings, sessions: object, rows: list[object]) -> int:
     return 0 if counts["quarantined"] == 0 else 1
 
 
+class StartupError(RuntimeError):
+    """A start-up failure the user can fix; the message is one line that says how."""
+
+
+def _address_family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     import dramatiq
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
     from api.app import create_app
     from broker.queues import PERSIST_QUEUE
@@ -330,18 +341,29 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from store.db import begin_write, upgrade
     from workers.main import declare_actors
 
+    class _QuietRequestHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass  # the app logs each request once (api/observability.py)
+
     settings = dataclasses.replace(_settings(), redis_url=None, port=args.port)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Human-readable unless LOG_FORMAT says json; one line per request (the app's), so werkzeug's
+    # own access line is left out.
+    configure_logging(settings.log_level, settings.log_format, default="text")
     upgrade(settings.database_url)
     runtime = build_runtime(settings)
     app = create_app(runtime=runtime)
+    # Bound here, not by werkzeug (which prints its own advice and exits on a port in use).
     try:
-        server = make_server(args.host, args.port, app, threaded=True)
+        listener = socket.create_server((args.host, args.port), backlog=128,
+                                        family=_address_family(args.host))
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         runtime.close()
-        return 1
+        raise StartupError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another "
+            f"port with --port (and the interface with --host), e.g. eventcollector dev "
+            f"--port {args.port + 1}") from None
+    server = make_server(args.host, args.port, app, threaded=True,
+                         request_handler=_QuietRequestHandler, fd=listener.fileno())
     # The demo tenant first, before the pools and the scheduler write to the same SQLite file;
     # as a writer from the start (a read then a write fails on SQLite if another wrote between).
     with runtime.sessions() as session:
@@ -367,7 +389,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     token = mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:dev",
                        scopes=frozenset(SCOPES), ttl_seconds=86400)
 
-    base = f"http://{args.host}:{server.server_port}"
+    base = f"http://{args.host}:{listener.getsockname()[1]}"
     print(f"""
 Event Collector (embedded: {settings.database_url}; in-process broker, persist, deliver and
 notify pools, scheduler; mail: {mail_note})
@@ -502,9 +524,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _startup_failure(exc: BaseException) -> str | None:
+    """One line saying what to do about a failure the user can cause (configuration, the data
+    directory, a port, a database or broker that cannot be reached); None for anything else."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import OperationalError
+
+    from store.db import DataDirError
+
+    if isinstance(exc, StartupError | DataDirError):
+        return str(exc)
+    if isinstance(exc, ConfigError):
+        return f"configuration error: {exc}"
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        if type(exc.orig).__module__.startswith("sqlite3"):
+            return (f"cannot use the SQLite database: {reason}; check that EC_DATA_DIR (or the "
+                    f"file DATABASE_URL names) is a writable directory on a disk with room")
+        return (f"cannot use the database: {reason}; check DATABASE_URL and that the database "
+                f"server is running")
+    if isinstance(exc, RedisConnectionError):
+        reason = str(exc).strip().splitlines()[0]
+        return f"cannot reach Redis: {reason}; check REDIS_URL and that Redis is running"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        line = _startup_failure(exc)
+        if line is None:
+            raise
+        debug = os.environ.get("LOG_LEVEL", "").strip().upper() == "DEBUG"
+        print(f"error: {line}" + ("" if debug else " (LOG_LEVEL=DEBUG shows the traceback)"),
+              file=sys.stderr)
+        if debug:
+            traceback.print_exception(exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -47,10 +47,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
-def configure_logging(level: str, *, json: bool = True) -> None:
-    """Root logging for a process: JSON lines on stderr (plain text with ``json=False``)."""
+def configure_logging(level: str, log_format: str | None = None, *, default: str = "json") -> None:
+    """Root logging for a process on stderr: JSON lines or plain text (``LOG_FORMAT``; when it is
+    unset, ``default``: JSON for the Procfile's processes, text for ``eventcollector dev``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json else
+    handler.setFormatter(JsonFormatter() if (log_format or default) == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

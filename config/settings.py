@@ -36,6 +36,8 @@ class Settings:
         intake_ttl_seconds: how long an accepted event stays in the intake cache
             (read-your-writes and the fast idempotency check).
         data_dir: where the embedded default keeps its SQLite file and generated secret.
+        log_format: ``json`` or ``text`` (``LOG_FORMAT``); None = the process's own default:
+            JSON lines for the Procfile's processes, text for ``eventcollector dev``.
         secret_key: Fernet key that encrypts subscription secrets at rest (None: subscriptions
             cannot carry keys and use the platform's AWS credentials).
         delivery_retry_schedule: seconds before each retry of a failed delivery; the last
@@ -73,6 +75,7 @@ class Settings:
     persist_max_retries: int = 1000
     data_dir: str = ".eventcollector"
     log_level: str = "INFO"
+    log_format: str | None = None
     secret_key: str | None = field(default=None, repr=False)
     delivery_retry_schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
     delivery_give_up_seconds: float = 86400
@@ -140,12 +143,17 @@ def _redis_url(raw: str, name: str) -> str:
 def _embedded_secret(data_dir: Path, name: str = "token_secret", make: Any = None) -> str:
     """The embedded default keeps generated keys beside its database."""
     path = data_dir / name
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = make() if make else secrets.token_urlsafe(48)
-    path.write_text(secret)
-    path.chmod(0o600)
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secret = make() if make else secrets.token_urlsafe(48)
+        path.write_text(secret)
+        path.chmod(0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"the data directory {data_dir} cannot be used ({exc.strerror or exc}): set "
+            f"EC_DATA_DIR to a directory this user can write") from None
     return secret
 
 
@@ -228,6 +236,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or None
+    if log_format not in (None, "json", "text"):
+        raise ConfigError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -241,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         persist_max_retries=_int(env, "EC_PERSIST_MAX_RETRIES", 1000, 0, 100000),
         data_dir=data_dir,
         log_level=log_level,
+        log_format=log_format,
         secret_key=secret_key,
         delivery_retry_schedule=_schedule(
             env, "EC_DELIVERY_RETRY_SCHEDULE", (5, 30, 120, 600, 1800, 3600)

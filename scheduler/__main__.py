@@ -19,7 +19,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.embedded:
         print("the scheduler process needs REDIS_URL (the embedded default runs it inside "
               "'eventcollector dev')", file=sys.stderr)

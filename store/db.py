@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -11,12 +12,34 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+class DataDirError(RuntimeError):
+    """The directory of an SQLite database file cannot be created or written; says what to do."""
+
+
+def prepare_sqlite_file(url: str) -> None:
+    """Create the directory an SQLite URL's file lives in (the embedded default's data
+    directory), and check that it can be written: SQLite itself only says "unable to open
+    database file". Other URLs are left alone."""
+    if not url.startswith("sqlite"):
+        return
+    path = url.split("///", 1)[-1]
+    if not path or path == ":memory:":
+        return
+    directory = Path(path).parent
+    hint = "set EC_DATA_DIR (or DATABASE_URL) to a directory this user can write"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot create the data directory {directory}: "
+                           f"{exc.strerror or exc}; {hint}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DataDirError(f"the data directory {directory} cannot be written; {hint}")
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """Return an engine; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -59,6 +82,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
+    prepare_sqlite_file(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -83,7 +83,7 @@ def setup(settings: Settings | None = None) -> Runtime:
     """Called by the dramatiq CLI in each worker process: build the runtime, set the broker."""
     tolerate_repeated_sigterm()
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     port = metrics_port(os.environ)
     runtime = build_runtime(settings)
     if port is not None:
