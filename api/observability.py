@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -30,6 +30,11 @@ class QueueCollector:
     def __init__(self, client: Any) -> None:
         self.client = client
 
+    def sizes(self, queue: str) -> tuple[int, int, int]:
+        """(waiting, delayed, dead-lettered) of ``queue``."""
+        return (self.client.llen(f"dramatiq:{queue}"), self.client.llen(f"dramatiq:{queue}.DQ"),
+                self.client.zcard(f"dramatiq:{queue}.XQ"))
+
     def collect(self) -> Any:
         from broker.deadletters import QUEUES
 
@@ -39,12 +44,44 @@ class QueueCollector:
         dead = GaugeMetricFamily("ec_dead_letters", "Dead-lettered messages", labels=["queue"])
         try:
             for q in QUEUES:
-                depth.add_metric([q], self.client.llen(f"dramatiq:{q}"))
-                delayed.add_metric([q], self.client.llen(f"dramatiq:{q}.DQ"))
-                dead.add_metric([q], self.client.zcard(f"dramatiq:{q}.XQ"))
-        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
+                waiting, later, failed = self.sizes(q)
+                depth.add_metric([q], waiting)
+                delayed.add_metric([q], later)
+                dead.add_metric([q], failed)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because a store is down
             return []
         return [depth, delayed, dead]
+
+
+class EmbeddedQueueCollector(QueueCollector):
+    """The same gauges for the embedded default: its in-process broker's queues, and the dead
+    letters it keeps in the database (broker/embedded.py)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self._dead: dict[str, int] = {}
+
+    def collect(self) -> Any:
+        from store.deadletters import counts
+
+        try:
+            with self.runtime.sessions() as session:
+                self._dead = counts(session)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database is busy
+            return []
+        return super().collect()
+
+    def sizes(self, queue: str) -> tuple[int, int, int]:
+        from dramatiq.common import dq_name
+
+        queues = getattr(self.runtime.broker, "queues", {})
+        held = getattr(self.runtime.broker, "dead_letters_by_queue", {}).get(queue, [])
+
+        def size(name: str) -> int:
+            found = queues.get(name)
+            return int(found.qsize()) if found is not None and hasattr(found, "qsize") else 0
+
+        return size(queue), size(dq_name(queue)), self._dead.get(queue, 0) + len(held)
 
 
 def valid_request_id(value: str) -> bool:
@@ -89,8 +126,8 @@ def install(app: Flask, redis_client: Any) -> None:
 
             registry = REGISTRY  # type: ignore[assignment]
         body = generate_latest(registry)
-        if redis_client is not None:
-            extra = CollectorRegistry()
-            extra.register(QueueCollector(redis_client))  # type: ignore[arg-type]
-            body += generate_latest(extra)
+        extra = CollectorRegistry()
+        extra.register(QueueCollector(redis_client) if redis_client is not None  # type: ignore[arg-type]
+                       else EmbeddedQueueCollector(current_app.extensions["ec.runtime"]))
+        body += generate_latest(extra)
         return Response(body, mimetype=CONTENT_TYPE_LATEST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,14 @@ class DeadLetter:
                 "dead_at_ms": self.dead_at_ms}
 
 
+def as_new(message: dramatiq.Message[Any], queue: str) -> dramatiq.Message[Any]:
+    """``message`` to enqueue again as new: no retry count, traceback or broker ids. (Not
+    ``Message.copy``, which merges options into the old ones and so kept the retry count.)"""
+    options = {k: v for k, v in message.options.items()
+               if k not in ("retries", "traceback", "redis_message_id", "eta")}
+    return dataclasses.replace(message, options=options, queue_name=queue)
+
+
 class DeadLetters:
     """Reads and re-drives ``<ns>:<queue>.XQ`` (Dramatiq's Redis dead-letter layout)."""
 
@@ -70,10 +79,8 @@ class DeadLetters:
         for letter in self.list(queue, limit=100_000):
             if redis_ids is not None and letter.redis_id not in redis_ids:
                 continue
-            options = {k: v for k, v in letter.message.options.items()
-                       if k not in ("retries", "traceback", "redis_message_id")}
             self.broker.declare_queue(queue)
-            self.broker.enqueue(letter.message.copy(options=options, queue_name=queue))
+            self.broker.enqueue(as_new(letter.message, queue))
             pipe = self.client.pipeline()
             pipe.zrem(zset, letter.redis_id)
             pipe.hdel(msgs, letter.redis_id)

@@ -196,14 +196,51 @@ def cmd_tenant_revoke_platform(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dlq_embedded(args: argparse.Namespace, settings: Settings) -> int:
+    """Dead letters of the embedded default: in its database (the running eventcollector dev
+    re-enqueues the ones a retry asks for, at its next scheduler tick)."""
+    import dramatiq
+
+    from broker.deadletters import QUEUES, DeadLetter
+    from store import deadletters
+    from store.db import make_engine, make_session_factory, upgrade
+
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    queues = [args.queue] if args.queue else list(QUEUES)
+    try:
+        with make_session_factory(engine)() as session:
+            for queue in queues:
+                if args.dlq_command == "list":
+                    for row in deadletters.listed(session, queue, args.limit):
+                        letter = DeadLetter(queue, str(row.id), dramatiq.Message.decode(
+                            row.message.encode()), int(row.dead_at.timestamp() * 1000))
+                        print(json.dumps({**letter.summary(),
+                                          "retry_requested": row.retry_requested_at is not None}))
+                    print(f"# {queue}: {deadletters.count(session, queue)} dead-lettered",
+                          file=sys.stderr)
+                elif args.dlq_command == "retry":
+                    n = deadletters.request_retry(session, queue, args.id or None)
+                    print(f"{queue}: re-enqueue requested for {n} (eventcollector dev does it "
+                          f"within a scheduler tick)")
+                else:
+                    if not args.yes:
+                        print("error: purge deletes messages for good; add --yes",
+                              file=sys.stderr)
+                        return 1
+                    print(f"{queue}: purged {deadletters.purge(session, queue)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from broker.deadletters import QUEUES, DeadLetters
     from config.runtime import build_broker, build_redis
 
     settings = _settings()
     if not settings.redis_url:
-        print("error: dead letters live in Redis: set REDIS_URL", file=sys.stderr)
-        return 1
+        return _dlq_embedded(args, settings)
     letters = DeadLetters(build_redis(settings), build_broker(settings))
     queues = [args.queue] if args.queue else list(QUEUES)
     if args.dlq_command == "list":
@@ -381,7 +418,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         target=run_forever, name="scheduler", daemon=True,
         kwargs={"sessions": runtime.sessions, "broker": runtime.broker,
                 "interval": settings.scheduler_tick_seconds, "stop": stop_scheduler,
-                "sweep_after": settings.delivery_sweep_after_seconds})
+                "sweep_after": settings.delivery_sweep_after_seconds,
+                "redrive_dead_letters": True})
     scheduler.start()
     mail_note = ("SendGrid" if settings.sendgrid_api_key else
                  "no SENDGRID_API_KEY: e-mails are written to this log instead")

@@ -10,6 +10,7 @@ import dramatiq
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.embedded import Keep, KeepDeadLetters
 from broker.intake import Intake
 from broker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from config.settings import Settings
@@ -124,6 +125,16 @@ def build_mailer(settings: Settings) -> Mailer:
     return LogMailer()
 
 
+def _keeper(sessions: sessionmaker[Session]) -> Keep:
+    from store import deadletters
+
+    def keep(queue: str, message_id: str, encoded: str) -> None:
+        with sessions() as session:
+            deadletters.keep(session, queue, message_id, encoded)
+
+    return keep
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -133,13 +144,19 @@ def build_runtime(
 ) -> Runtime:
     """Wire everything for ``settings``; pass ``broker``/``senders`` to substitute (tests)."""
     engine = make_engine(settings.database_url)
-    broker = broker if broker is not None else build_broker(settings)
+    sessions = make_session_factory(engine)
+    if broker is None:
+        broker = build_broker(settings)
+        if not settings.redis_url:
+            # Dead letters of the in-process broker go to the database, where `eventcollector
+            # dlq` (another process) finds them.
+            broker.add_middleware(KeepDeadLetters(_keeper(sessions)))
     client = build_redis(settings)
     limiter = RedisRateLimiter(client) if client is not None else MemoryRateLimiter()
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         broker=broker,
         intake=build_intake(settings, broker, client, limiter),
         redis_client=client,

@@ -47,9 +47,26 @@ def sweep_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
     return len(ids)
 
 
+def redrive_requested(sessions: sessionmaker[Session], broker: dramatiq.Broker) -> int:
+    """Enqueue the embedded default's dead letters that `eventcollector dlq retry` asked for (the
+    in-process broker lives here, not in the CLI's process); return how many."""
+    from broker.embedded import redrive
+    from store.deadletters import take_requested
+
+    with sessions() as session:
+        rows = take_requested(session)
+        for row in rows:
+            redrive(broker, row.queue, row.message)
+        session.commit()
+    if rows:
+        log.info("re-enqueued %d dead letters", len(rows))
+    return len(rows)
+
+
 def run_forever(sessions: sessionmaker[Session], broker: dramatiq.Broker, *,
                 interval: float, stop: threading.Event, resend_after: float = 30.0,
-                sweep_after: float = 600.0, sweep_every: float | None = None) -> None:
+                sweep_after: float = 600.0, sweep_every: float | None = None,
+                redrive_dead_letters: bool = False) -> None:
     """Tick every ``interval`` seconds until ``stop`` is set, and sweep overdue deliveries every
     ``sweep_every`` seconds (default: a minute, or half of ``sweep_after`` if shorter, so an
     overdue delivery is found within 1.5× the threshold); a failure is logged, not fatal."""
@@ -61,6 +78,11 @@ def run_forever(sessions: sessionmaker[Session], broker: dramatiq.Broker, *,
             tick_once(sessions, broker, resend_after=resend_after)
         except Exception:  # noqa: BLE001 - the next tick tries again
             log.exception("scheduler tick failed")
+        if redrive_dead_letters:
+            try:
+                redrive_requested(sessions, broker)
+            except Exception:  # noqa: BLE001 - the next tick tries again
+                log.exception("re-driving dead letters failed")
         if time.monotonic() >= next_sweep:
             next_sweep = time.monotonic() + sweep_every
             try:

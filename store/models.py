@@ -385,3 +385,22 @@ class ProjectionSkip(Base):
     reason: Mapped[str] = mapped_column(String(255), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, nullable=False)
     last_event_id: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class StoredDeadLetter(Base):
+    """A message the embedded default's in-process broker dead-lettered, kept in its database so
+    that ``eventcollector dlq`` (another process) can list, re-drive and purge it; the running
+    ``eventcollector dev`` re-enqueues the ones asked for. (On Redis, dead letters stay in
+    Dramatiq's own ``.XQ`` sets: broker/deadletters.py.)"""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(64), nullable=False)
+    message_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Dramatiq's encoded message (JSON text), re-enqueued as it is.
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    dead_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    retry_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_dead_letters_queue_id", "queue", "id"),)

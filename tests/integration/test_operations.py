@@ -58,6 +58,10 @@ def test_dead_letters_can_be_listed_retried_and_purged(
     assert cli(["dlq", "retry", "--queue", "persist"]) == 0
     assert runtime.redis_client.zcard(f"dramatiq:{PERSIST_QUEUE}.XQ") == 0
     assert runtime.redis_client.llen(f"dramatiq:{PERSIST_QUEUE}") == 1
+    # as new: its retry count and traceback are gone (Message.copy would have kept them)
+    [raw] = runtime.redis_client.hvals(f"dramatiq:{PERSIST_QUEUE}.msgs")
+    requeued = dramatiq.Message.decode(raw)
+    assert "retries" not in requeued.options and "traceback" not in requeued.options
     # And purge needs --yes, then empties the dead letters
     runtime.redis_client.zadd(f"dramatiq:{PERSIST_QUEUE}.XQ", {"x": 1})
     assert cli(["dlq", "purge", "--queue", "persist"]) == 1
