@@ -144,6 +144,14 @@ def unavailable(what: str) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
+    @app.after_request
+    def _bearer_challenge(response: Response) -> Response:
+        # RFC 6750 section 3: a 401 names the scheme it wants (the token endpoint's own 401s ask
+        # for Basic client credentials and set theirs).
+        if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)

@@ -130,6 +130,17 @@ class TokenRequest(BaseModel):
                               "events:read subscriptions jobs (default: all of the client's)")
 
 
+class OAuthError(BaseModel):
+    """The token endpoint's errors (RFC 6749 section 5.2), which OAuth client libraries read."""
+
+    error: Literal["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                   "unsupported_grant_type", "invalid_scope", "temporarily_unavailable",
+                   "server_error"] = Field(description=(
+        "invalid_client on 401 (with WWW-Authenticate); temporarily_unavailable on 429/503 (with "
+        "Retry-After); invalid_request for a malformed request"))
+    error_description: str
+
+
 class TokenResponse(BaseModel):
     access_token: str
     token_type: str
@@ -154,7 +165,7 @@ class OpenLoyaltyEventList(BaseModel):
 
 
 _MODELS = [Error, EventIn, Event, EventStatus, EventList, QuarantineList, BatchRequest,
-           BatchResult, TokenRequest, TokenResponse, OpenLoyaltyEvent, OpenLoyaltyEventList]
+           BatchResult, TokenRequest, TokenResponse, OAuthError, OpenLoyaltyEvent, OpenLoyaltyEventList]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -172,6 +183,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
             409: "same id, different body", 413: "body too large", 415: "not JSON",
             503: "broker or database unavailable; retry after Retry-After seconds"}
     return {str(s): _json("Error", text[s]) for s in statuses}
+
+
+def _oauth_errors(*statuses: int) -> dict[str, Any]:
+    text = {400: "invalid_request, unsupported_grant_type or invalid_scope",
+            401: "invalid_client (WWW-Authenticate: Basic)", 413: "invalid_request: body too large",
+            415: "invalid_request: not a form or JSON", 429: "temporarily_unavailable",
+            503: "temporarily_unavailable; retry after Retry-After seconds"}
+    return {str(s): _json("OAuthError", text[s]) for s in statuses}
 
 
 _TENANT = {"name": "X-TWC-Tenant", "in": "header", "required": True,
@@ -389,7 +408,7 @@ def build_spec() -> dict[str, Any]:
                 "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
                 "application/json": {"schema": _ref("TokenRequest")}}},
             "responses": {"200": _json("TokenResponse", "a signed access token"),
-                          **_errors(400, 401, 413, 415, 503)}}},
+                          **_oauth_errors(400, 401, 413, 415, 503)}}},
         "/api/v1/events": {
             "post": op("Post an event", "events", {
                 "201": {**_json("Event", "accepted: it will be stored"), **created},

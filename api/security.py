@@ -20,8 +20,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 TENANT_HEADER = "X-TWC-Tenant"
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+def _unauthorized(message: str, *, invalid_token: bool = False) -> ApiError:
+    # RFC 6750 section 3: the Bearer challenge; error="invalid_token" when one was presented.
+    challenge = 'Bearer realm="api"' + (', error="invalid_token"' if invalid_token else "")
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
 def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) -> Principal:
@@ -35,7 +37,7 @@ def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) ->
         principal = verify_token(current_app.extensions["ec.runtime"].settings.token_secret,
                                  token.strip())
     except InvalidToken as exc:
-        raise _unauthorized(str(exc)) from None
+        raise _unauthorized(str(exc), invalid_token=True) from None
     claimed = request.headers.get(TENANT_HEADER)
     if tenant_header and claimed is None:
         raise ApiError(400, "missing_tenant", f"the {TENANT_HEADER} header is required",

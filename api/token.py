@@ -14,6 +14,44 @@ from store.auth import InvalidClient, InvalidScope, authenticate_client, mint_to
 
 bp = Blueprint("token", __name__)
 
+# RFC 6749 section 5.2: the token endpoint's errors are {"error", "error_description"}, so that
+# OAuth client libraries read them. Codes the RFC defines are kept; other refusals map onto it.
+_OAUTH_CODES = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                "unsupported_grant_type", "invalid_scope"}
+
+
+def _oauth_code(status: int, code: str) -> str:
+    if code in _OAUTH_CODES:
+        return code
+    if status == 401:
+        return "invalid_client"
+    if status in (429, 503):
+        return "temporarily_unavailable"  # with Retry-After
+    if status >= 500:
+        return "server_error"
+    return "invalid_request"
+
+
+@bp.after_request
+def _oauth_error_form(response: Response) -> Response:
+    """Every error this endpoint answers (its own, a 413/415, a database outage) in the OAuth
+    form, whatever raised it; headers (WWW-Authenticate, Retry-After) are kept."""
+    if response.status_code < 400 or response.mimetype != "application/json":
+        return response
+    try:
+        error = orjson.loads(response.get_data()).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return response
+    if not isinstance(error, dict):
+        return response
+    body = {"error": _oauth_code(response.status_code, str(error.get("code", ""))),
+            "error_description": str(error.get("message", ""))}
+    response.set_data(orjson.dumps(body))
+    response.headers["Cache-Control"] = "no-store"
+    if response.status_code == 401:  # section 5.2: the scheme the client authenticates with
+        response.headers["WWW-Authenticate"] = 'Basic realm="token"'
+    return response
+
 
 def _form() -> dict[str, str]:
     if request.mimetype == "application/json":

@@ -22,6 +22,18 @@ from store.models import ApiClient
 from tests.conftest import SECRET, Caller, as_posted, drain, mint, order_event
 from tests.unit.test_ingest import assert_error, embedded, stored_total, template_db  # noqa: F401
 
+
+def assert_oauth_error(resp: Any, status: int, code: str) -> dict[str, Any]:
+    """The token endpoint's error in the OAuth 2.0 form (RFC 6749 section 5.2), not cached."""
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert set(body) == {"error", "error_description"}, body
+    assert body["error"] == code
+    assert isinstance(body["error_description"], str) and body["error_description"]
+    assert resp.headers["Cache-Control"] == "no-store"
+    return dict(body)
+
 ALL_SCOPES = " ".join(sorted(SCOPES))
 
 
@@ -335,8 +347,9 @@ def test_bad_client_credentials_are_a_401(embedded: Any, shop: Credentials, case
         headers["Authorization"] = "Basic !!!not-base64"
     # When they are exchanged
     resp = client.post("/api/v1/auth/token", data=form, headers=headers)
-    # Then 401 invalid_client and no token
-    assert_error(resp, 401, "invalid_client")
+    # Then 401 invalid_client (the OAuth form, with a Basic challenge) and no token
+    assert_oauth_error(resp, 401, "invalid_client")
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
     assert "access_token" not in resp.get_data(as_text=True)
 
 
@@ -349,9 +362,9 @@ def test_other_grant_types_are_a_400(embedded: Any, shop: Credentials,  # noqa: 
         form["grant_type"] = grant_type
     # When posted
     resp = token_request(embedded.test_client(), **form)
-    # Then 400 naming grant_type
-    error = assert_error(resp, 400, "unsupported_grant_type")
-    assert [d["field"] for d in error["details"]] == ["grant_type"]
+    # Then 400 unsupported_grant_type naming grant_type
+    error = assert_oauth_error(resp, 400, "unsupported_grant_type")
+    assert "grant_type" in error["error_description"]
 
 
 def test_unknown_scope_is_a_400(embedded: Any, shop: Credentials) -> None:  # noqa: F811
@@ -361,9 +374,8 @@ def test_unknown_scope_is_a_400(embedded: Any, shop: Credentials) -> None:  # no
                          client_id=shop.client_id, client_secret=shop.client_secret,
                          scope="events:read admin")
     # Then 400 invalid_scope naming it
-    error = assert_error(resp, 400, "invalid_scope")
-    assert "admin" in error["message"]
-    assert [d["field"] for d in error["details"]] == ["scope"]
+    error = assert_oauth_error(resp, 400, "invalid_scope")
+    assert "admin" in error["error_description"]
 
 
 def test_a_requested_subset_of_scopes_is_honoured(embedded: Any, shop: Credentials) -> None:  # noqa: F811
@@ -390,8 +402,8 @@ def test_a_token_request_that_is_not_a_form_or_json_is_a_415(
     resp = embedded.test_client().post(
         "/api/v1/auth/token", data="grant_type=client_credentials",
         headers={"Content-Type": "text/plain"})
-    # Then 415
-    assert_error(resp, 415, "unsupported_media_type")
+    # Then 415, an invalid_request in the OAuth form
+    assert "form" in assert_oauth_error(resp, 415, "invalid_request")["error_description"]
 
 
 def test_the_client_secret_is_stored_hashed(embedded: Any, shop: Credentials) -> None:  # noqa: F811
@@ -429,7 +441,7 @@ def test_a_deactivated_client_gets_no_token(embedded: Any, shop: Credentials) ->
     resp = token_request(embedded.test_client(), grant_type="client_credentials",
                          client_id=shop.client_id, client_secret=shop.client_secret)
     # Then 401
-    assert_error(resp, 401, "invalid_client")
+    assert_oauth_error(resp, 401, "invalid_client")
 
 
 def test_a_client_cannot_request_scopes_it_does_not_hold(
@@ -442,8 +454,8 @@ def test_a_client_cannot_request_scopes_it_does_not_hold(
                          client_id=shop.client_id, client_secret=shop.client_secret,
                          scope="events:read events:write")
     # Then 400 invalid_scope naming the scope it lacks
-    error = assert_error(resp, 400, "invalid_scope")
-    assert "events:write" in error["message"]
+    error = assert_oauth_error(resp, 400, "invalid_scope")
+    assert "events:write" in error["error_description"]
 
 
 def test_omitting_scope_grants_all_of_the_clients_scopes(
