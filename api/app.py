@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from flask import Flask, Response
 from sqlalchemy import text
 
@@ -9,13 +11,18 @@ from api import observability
 from api.http import json_response, register_error_handlers
 from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
-from config.settings import Settings, load_settings
+from config.settings import ConfigError, Settings, load_settings
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the Flask app; with no arguments, settings come from the environment."""
     if runtime is None:
-        settings = settings or load_settings()
+        if settings is None:
+            try:
+                settings = load_settings()
+            except ConfigError as exc:  # one line, not a traceback per gunicorn worker
+                print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(3) from None  # gunicorn's "failed to boot": it stops, no respawn
         configure_logging(settings.log_level, settings.log_format)
         runtime = build_runtime(settings)
     app = Flask("eventcollector")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -82,7 +83,12 @@ def tolerate_repeated_sigterm(window: float = REPEATED_SIGTERM_WINDOW) -> bool:
 def setup(settings: Settings | None = None) -> Runtime:
     """Called by the dramatiq CLI in each worker process: build the runtime, set the broker."""
     tolerate_repeated_sigterm()
-    settings = settings or load_settings()
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     port = metrics_port(os.environ)
     runtime = build_runtime(settings)

@@ -177,3 +177,24 @@ def test_a_broker_that_cannot_be_reached_is_one_line(fresh: Path) -> None:
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert "REDIS_URL" in line
+
+
+@pytest.mark.parametrize("command", [
+    ["gunicorn", "api.app:create_app()", "-b", "127.0.0.1:0"],
+    ["dramatiq", "workers.main:setup", "--processes", "1", "--threads", "1"],
+    ["python", "-m", "scheduler"],
+], ids=["web", "worker", "scheduler"])
+def test_the_procfile_processes_refuse_bad_configuration_in_one_line(
+        fresh: Path, command: list[str]) -> None:
+    # Given a bad setting, When a Procfile process starts, Then it stops with one line naming
+    # the variable, and no traceback (gunicorn: "failed to boot", no respawning)
+    exe = str(Path(sys.executable).parent / command[0])
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([exe, *command[1:]], cwd=root, capture_output=True, text=True,
+                            timeout=60, env=_env(LOG_FORMAT="xml", REDIS_URL="redis://127.0.0.1:1/0",
+                                                 **SECRETS))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert lines == ["configuration error: LOG_FORMAT must be json or text, got 'xml'"], \
+        result.stderr
+    assert "Traceback" not in result.stderr
