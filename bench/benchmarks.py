@@ -553,4 +553,54 @@ def b7(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
     return figures
 
 
-ALL = {"B1": b1_b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7}
+# B8 -------------------------------------------------------------------------------------
+def b8(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
+    """Ordinary single-event POSTs (open loop, 200/s) while 50 connections trickle a body at
+    1 byte/s, against the same POSTs with nothing trickling, alternately in the same run. The
+    trickling connections stay in their body for the whole measurement (it ends well before
+    their 30-s body deadline)."""
+    if "web" not in stack.procs:
+        stack.start_web()
+    rate, slow_clients = 200, 50
+    base_p50, base_p99, slow_p50, slow_p99 = [], [], [], []
+    bad = 0
+    loadgen.open_loop(single_target(stack), rate=rate, duration=min(2.0, scale.seconds),
+                      connections=16)  # warm-up, not counted
+    for _ in range(scale.repeats):
+        out, _ = loadgen.open_loop(single_target(stack), rate=rate, duration=scale.seconds,
+                                   connections=16)
+        bad += out.other + out.errors
+        base_p50.append(loadgen.percentile(out.latencies, 50) * 1000)
+        base_p99.append(loadgen.percentile(out.latencies, 99) * 1000)
+        trickle = loadgen.Trickle(single_target(stack), slow_clients)
+        try:
+            trickle.wait_in_body()
+            out, _ = loadgen.open_loop(single_target(stack), rate=rate, duration=scale.seconds,
+                                       connections=16)
+            broken = trickle.broken
+        finally:
+            trickle.close()
+        bad += out.other + out.errors
+        slow_p50.append(loadgen.percentile(out.latencies, 50) * 1000)
+        slow_p99.append(loadgen.percentile(out.latencies, 99) * 1000)
+        stack.redis.client.flushall()
+        log(f"B8: p50/p99 {base_p50[-1]:.1f}/{base_p99[-1]:.1f} ms without, "
+            f"{slow_p50[-1]:.1f}/{slow_p99[-1]:.1f} ms with {slow_clients} trickling "
+            f"(their sends failed: {broken}); non-2xx/errors so far {bad}")
+    p50, p99 = statistics.median(slow_p50), statistics.median(slow_p99)
+    lim50, lim99 = statistics.median(base_p50), statistics.median(base_p99)
+    what = (f"single-event POSTs at {rate}/s (open loop) while {slow_clients} connections "
+            "trickle a body at 1 byte/s")
+    note = f"{bad} non-2xx/errors" if bad else ""
+    return [
+        Figure("B8", f"{what}: p50", p50, "ms", slow_p50, lim50,
+               "the same POSTs, nothing trickling (same run)", p50 / lim50,
+               "≤ 2× without trickling", p50 / lim50 <= 2, note),
+        Figure("B8", f"{what}: p99", p99, "ms", slow_p99, lim99,
+               "the same POSTs, nothing trickling (same run)", p99 / lim99,
+               "≤ 2× without trickling, every request answered 2xx",
+               p99 / lim99 <= 2 and bad == 0, note),
+    ]
+
+
+ALL = {"B1": b1_b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8}
