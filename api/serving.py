@@ -53,10 +53,13 @@ class DeadlineBody:
             self._expire()
         if remaining == float("inf"):
             return getattr(self._body, method)(*args)
+        timer = gevent.Timeout(remaining)
         try:
-            with gevent.Timeout(remaining):
+            with timer:
                 return getattr(self._body, method)(*args)
-        except gevent.Timeout:
+        except gevent.Timeout as exc:
+            if exc is not timer:  # another deadline's (not ours): let its owner handle it
+                raise
             self._expire()
 
     def release(self) -> None:
