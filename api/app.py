@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                       jobs.bp, quarantine.bp, openapi.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
-    observability.install(app, runtime.redis_client)
+    observability.install(app, runtime.redis_client, runtime.settings.metrics_token)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -89,7 +90,25 @@ def valid_request_id(value: str) -> bool:
     return _ID_RE.fullmatch(value) is not None
 
 
-def install(app: Flask, redis_client: Any) -> None:
+def metrics_allowed(token: str | None) -> Response | None:
+    """None when the request may read ``/metrics``; else the answer: 404 while no
+    ``EC_METRICS_TOKEN`` is set (not served on the public port), 401 for a missing or wrong
+    bearer token (compared in constant time)."""
+    from werkzeug.exceptions import NotFound
+
+    from api.http import error_response
+
+    if not token:  # the same answer as an unknown path
+        return error_response(404, "not_found", NotFound.description or "not found")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()):
+        return error_response(401, "unauthorized", "/metrics needs the metrics bearer token",
+                              headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    return None
+
+
+def install(app: Flask, redis_client: Any, metrics_token: str | None = None) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
@@ -116,6 +135,9 @@ def install(app: Flask, redis_client: Any) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        refused = metrics_allowed(metrics_token)
+        if refused is not None:
+            return refused
         registry = CollectorRegistry()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess

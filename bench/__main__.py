@@ -1,8 +1,9 @@
-"""``python -m bench``: run B1–B7 and write bench/RESULTS.md.
+"""``python -m bench``: run B1–B8 and write bench/RESULTS.md.
 
     .venv/bin/python -m bench                 # the full run (~25 min), writes bench/RESULTS.md
     .venv/bin/python -m bench --smoke         # seconds per benchmark, writes nothing unless --out
     .venv/bin/python -m bench --only B3,B4    # some of them
+    .venv/bin/python -m bench --only B1 --repeats 5 --out /tmp/b1.md   # more runs per figure
 
 Nothing here passes or fails on speed: a missed target is reported, not raised.
 """
@@ -10,6 +11,7 @@ Nothing here passes or fails on speed: a missed target is reported, not raised.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import signal
@@ -83,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): code runs")
-    parser.add_argument("--only", default="", help="comma-separated: B1 (with B2),B3,…,B7")
+    parser.add_argument("--only", default="", help="comma-separated: B1 (with B2),B3,…,B8")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs per figure (default 3, 1 with --smoke)")
     parser.add_argument("--out", default=None, help="results file (default bench/RESULTS.md "
                         "for a full run, none for --smoke)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the py-spy profiles (a full run takes them)")
     args = parser.parse_args(argv)
     scale = SMOKE if args.smoke else FULL
+    if args.repeats is not None:
+        if args.repeats < 1:
+            parser.error("--repeats must be at least 1")
+        scale = dataclasses.replace(scale, repeats=args.repeats)
     chosen = [b.strip().upper() for b in args.only.split(",") if b.strip()] or list(ALL)
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "bench" / "RESULTS.md")
 
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         notes = ROOT / "bench" / "NOTES.md"
         command = "python -m bench" + (" --smoke" if args.smoke else "") + \
-            (f" --only {args.only}" if args.only else "")
+            (f" --only {args.only}" if args.only else "") + \
+            (f" --repeats {args.repeats}" if args.repeats is not None else "")
         text = ["# Benchmark results", "",
                 f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
                 f"in {elapsed / 60:.1f} min. Every figure is the median of the runs shown "

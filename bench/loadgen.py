@@ -234,3 +234,41 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+class Trickle:
+    """``count`` connections that send a request's head at once and then its body at one byte
+    per second (never the last byte), until ``close()``: slow clients holding the server."""
+
+    def __init__(self, target: Target, count: int) -> None:
+        data = target.request(0)
+        head, _, self.body = data.partition(b"\r\n\r\n")
+        self.socks = []
+        for _ in range(count):
+            s = socket.create_connection((target.host, target.port), timeout=30)
+            s.sendall(head + b"\r\n\r\n")
+            self.socks.append(s)
+        self.sent = 0
+        self.broken = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0) and self.sent < len(self.body) - 1:
+            for s in self.socks:
+                try:
+                    s.sendall(self.body[self.sent:self.sent + 1])
+                except OSError:
+                    self.broken += 1
+            self.sent += 1
+
+    def wait_in_body(self, nbytes: int = 2) -> None:
+        while self.sent < nbytes:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for s in self.socks:
+            s.close()

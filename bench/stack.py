@@ -226,12 +226,13 @@ class Stack:
             command = command.replace("'api.app:create_app()'", f"'{app}'")
         kind = "web" if app is None else "noop-web"
         proc = self.start(kind, command, **env)
+        port = int(env.get("PORT", self.web_port))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise RuntimeError(f"{kind} exited:\n{proc.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.web_port), timeout=0.5):
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     break
             except OSError:
                 time.sleep(0.1)
@@ -241,7 +242,7 @@ class Stack:
         ok = 0
         while ok < 20 and time.monotonic() < deadline + 60:
             try:
-                r = requests.get(f"http://127.0.0.1:{self.web_port}/healthz", timeout=5)
+                r = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
                 ok = ok + 1 if r.status_code == 200 else 0
             except requests.RequestException:
                 ok = 0

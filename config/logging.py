@@ -16,6 +16,34 @@ tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", de
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None)
 
+def _is_message(value: object) -> bool:
+    """A Dramatiq message (or a broker's proxy of one): its text is the actor call with every
+    argument, i.e. whole event bodies."""
+    return (type(value).__module__.startswith("dramatiq.")
+            and hasattr(value, "message_id") and hasattr(value, "actor_name"))
+
+
+def without_message_bodies(record: logging.LogRecord) -> logging.LogRecord:
+    """Replace each Dramatiq message among ``record.args`` by its actor, id and queue (in place,
+    so every handler sees the short form): Dramatiq logs "Failed to process message %s" with
+    the message itself when a persist fails."""
+    args = record.args
+    if isinstance(args, tuple) and any(_is_message(a) for a in args):
+        record.args = tuple(
+            f"{a.actor_name}[{a.message_id}] on {a.queue_name}" if _is_message(a) else a
+            for a in args)
+    elif isinstance(args, dict) and any(_is_message(a) for a in args.values()):
+        record.args = {k: (f"{v.actor_name}[{v.message_id}]" if _is_message(v) else v)
+                       for k, v in args.items()}
+    return record
+
+
+class MessageBodyFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        without_message_bodies(record)
+        return True
+
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -23,6 +51,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context, extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        without_message_bodies(record)
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -51,6 +80,7 @@ def configure_logging(level: str, log_format: str | None = None, *, default: str
     """Root logging for a process on stderr: JSON lines or plain text (``LOG_FORMAT``; when it is
     unset, ``default``: JSON for the Procfile's processes, text for ``eventcollector dev``)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MessageBodyFilter())
     handler.setFormatter(JsonFormatter() if (log_format or default) == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()

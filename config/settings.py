@@ -61,6 +61,9 @@ class Settings:
             (Dramatiq backs off up to 1 s; a lower cap keeps latency low on a quiet queue).
         scheduler_resend_after_seconds: a run committed but never enqueued (the scheduler died
             in between) is enqueued by another tick after this long.
+        request_body_timeout_seconds: a request's whole body must arrive within this long of
+            its headers (gunicorn worker ``api.serving.Worker``), else 408.
+        metrics_token: bearer token ``/metrics`` requires on the web port (None: 404).
     """
 
     database_url: str
@@ -94,6 +97,8 @@ class Settings:
     deliver_linger_ms: int = 20
     delivery_sweep_after_seconds: int = 600
     scheduler_resend_after_seconds: float = 30.0
+    request_body_timeout_seconds: int = 30
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -116,6 +121,21 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def request_body_timeout(env: Mapping[str, str]) -> int:
+    """``EC_REQUEST_BODY_TIMEOUT_SECONDS``: how long a request's body may take to arrive."""
+    return _int(env, "EC_REQUEST_BODY_TIMEOUT_SECONDS", 30, 1, 3600)
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    raw = env.get("EC_METRICS_TOKEN", "").strip()
+    if not raw:
+        return None
+    if len(raw) < 16 or not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise ConfigError("EC_METRICS_TOKEN must be at least 16 printable ASCII characters "
+                          "without spaces")
+    return raw
 
 
 def normalize_database_url(raw: str, name: str = "DATABASE_URL") -> str:
@@ -278,4 +298,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery_sweep_after_seconds=_int(env, "EC_DELIVERY_SWEEP_AFTER_SECONDS", 600, 10,
                                           7 * 86400),
         scheduler_resend_after_seconds=_int(env, "EC_SCHEDULER_RESEND_AFTER_SECONDS", 30, 1, 3600),
+        request_body_timeout_seconds=request_body_timeout(env),
+        metrics_token=_metrics_token(env),
     )

@@ -20,6 +20,7 @@ from tests.conftest import SECRET, make_settings
 from tests.integration.procs import Proc, procfile_command
 
 pytestmark = pytest.mark.integration
+METRICS_TOKEN = "metrics-" + "t" * 24
 
 
 def test_dead_letters_can_be_listed_retried_and_purged(
@@ -76,7 +77,7 @@ def test_metrics_report_requests_ingest_outcomes_and_queue_depth(
     from store.auth import create_tenant, tenant_exists
     from tests.conftest import Caller, mint, order_event
 
-    runtime = build_runtime(make_settings(pg_url, redis_url))
+    runtime = build_runtime(make_settings(pg_url, redis_url, metrics_token=METRICS_TOKEN))
     with runtime.sessions() as session:
         if not tenant_exists(session, "metrics-t"):
             create_tenant(session, "metrics-t")
@@ -84,7 +85,8 @@ def test_metrics_report_requests_ingest_outcomes_and_queue_depth(
     caller = Caller(app.test_client(), "metrics-t", mint("metrics-t"))
     assert caller.post_event(order_event()).status_code == 201
     assert caller.post_event({"bad": 1}).status_code == 400
-    resp = caller.client.get("/metrics", headers={"X-Request-ID": "req-123"})
+    resp = caller.client.get("/metrics", headers={"X-Request-ID": "req-123",
+                                                  "Authorization": f"Bearer {METRICS_TOKEN}"})
     text: Any = resp.get_data(as_text=True)
     assert resp.status_code == 200 and resp.headers["X-Request-ID"] == "req-123"
     assert 'ec_events_ingested_total{outcome="accepted"}' in text
@@ -117,7 +119,7 @@ def test_persist_pool_from_the_procfile_exports_dramatiq_metrics_per_actor(
            "PERSIST_THREADS": "2", "PERSIST_METRICS_PORT": str(port),
            "dramatiq_prom_host": "127.0.0.1", "TMPDIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
     persist = Proc("persist", procfile_command("persist"), env, tmp_path)
-    runtime = build_runtime(make_settings(pg_url, redis_url))
+    runtime = build_runtime(make_settings(pg_url, redis_url, metrics_token=METRICS_TOKEN))
     try:
         with runtime.sessions() as session:
             if not tenant_exists(session, "prom-t"):
@@ -158,7 +160,7 @@ def test_persist_pool_from_the_procfile_exports_dramatiq_metrics_per_actor(
         assert [p.name for p in tmp_path.glob("ec-dramatiq-persist-*")] == [
             f"ec-dramatiq-persist-{persist.popen.pid}"]
         # And the web's /metrics shows the queue drained and the dead letter
-        resp = caller.client.get("/metrics")
+        resp = caller.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         body = resp.get_data(as_text=True)
         assert _sample(body, "ec_queue_depth", queue=PERSIST_QUEUE) == 0
         assert _sample(body, "ec_dead_letters", queue=PERSIST_QUEUE) == 1
