@@ -162,7 +162,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "invalid input (or a missing/malformed X-TWC-Tenant)",
             401: "missing, invalid or expired token", 429: "the tenant is over its rate limit",
             403: "tenant mismatch or missing scope", 404: "unknown id in this tenant",
-            409: "same id, different body", 413: "body too large", 415: "not JSON",
+            409: "same id, different body", 415: "not JSON",
+            413: "body too large (on the batch route also batch_exceeds_burst: more events "
+                 "than the tenant's rate-limit burst, which no wait would let through)",
             503: "broker or database unavailable; retry after Retry-After seconds"}
     return {str(s): _json("Error", text[s]) for s in statuses}
 
