@@ -384,7 +384,7 @@ def build_spec() -> dict[str, Any]:
                 "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
                 "application/json": {"schema": _ref("TokenRequest")}}},
             "responses": {"200": _json("TokenResponse", "a signed access token"),
-                          **_errors(400, 401, 413, 415, 503)}}},
+                          **_errors(400, 401, 413, 415, 429, 503)}}},
         "/api/v1/events": {
             "post": op("Post an event", "events", {
                 "201": {**_json("Event", "accepted: it will be stored"), **created},
@@ -467,6 +467,12 @@ def build_spec() -> dict[str, Any]:
             "Fire now", "jobs", {"202": _json("RunQueued", "queued")}, 404, 409,
             params=[job_path])},
     }
+    token_answers = paths["/api/v1/auth/token"]["post"]["responses"]
+    token_answers["429"]["description"] = (
+        "too_many_attempts: too many failed secret checks for this client id or source address")
+    token_answers["503"]["description"] = (
+        "database unavailable, or the process's slow secret checks all busy; retry after "
+        "Retry-After seconds")
     for methods in paths.values():
         for operation in methods.values():
             for status, response in operation["responses"].items():
