@@ -67,15 +67,17 @@ def issue_token() -> Response:
         raise ApiError(400, "invalid_scope", str(exc),
                        [{"field": "scope", "message": str(exc), "type": "enum"}]) from None
     attempt = token_guard.begin_attempt(client_id)  # 429 past the failed-attempt limits
+    check = token_guard.bounded_slow_check()
     failed = False
     try:
         with runtime.sessions() as session:
             try:
                 client = authenticate_client(
                     session, client_id, client_secret,
-                    fingerprint_key=runtime.settings.token_secret,
-                    slow_check=token_guard.bounded_slow_check())
+                    fingerprint_key=runtime.settings.token_secret, slow_check=check)
+                check.record(True)
             except InvalidClient:
+                check.record(False)
                 failed = True
                 raise ApiError(401, "invalid_client", "invalid client credentials",
                                headers={"WWW-Authenticate": 'Basic realm="token"'}) from None

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
 
 from flask import Flask, current_app, request
+from prometheus_client import Counter
 
 from api.http import ApiError
 from broker.ratelimit import Allowance, retry_after_header
 from store import auth
 
 FORWARDED_FOR = "X-Forwarded-For"
+CHECKS = Counter("ec_token_checks_total", "Token endpoint secret checks by outcome: ok, "
+                 "refused_fast (by the fingerprint, no slow hash), refused_slow, busy, "
+                 "too_many_attempts", ["outcome"])
 
 
 def source_address(trusted_proxies: int) -> str:
@@ -52,6 +55,7 @@ def begin_attempt(client_id: str) -> list[Allowance]:
     taken = allowances(client_id)
     verdict = current_app.extensions["ec.runtime"].attempts.attempt(taken)
     if not verdict.allowed:
+        CHECKS.labels("too_many_attempts").inc()
         raise ApiError(429, "too_many_attempts",
                        "too many failed client authentications for this client id or source "
                        "address; retry later", headers={"Retry-After":
@@ -76,20 +80,31 @@ def _budget() -> threading.BoundedSemaphore:
     return budget  # type: ignore[no-any-return]
 
 
-def bounded_slow_check() -> Callable[[str, str], bool]:
-    """``store.auth.check_secret`` under the process's budget of concurrent slow checks (ChecksBusy past it:
-    the caller answers 503 rather than queueing CPU-bound work behind a flood)."""
-    budget = _budget()
+class BoundedCheck:
+    """``store.auth.check_secret`` under the process's budget of concurrent slow checks
+    (ChecksBusy past it: the caller answers 503 rather than queueing CPU-bound work behind a
+    flood); ``ran`` tells whether the slow check ran."""
 
-    def check(secret: str, stored: str) -> bool:
-        if not budget.acquire(blocking=False):
+    def __init__(self, budget: threading.BoundedSemaphore) -> None:
+        self.budget = budget
+        self.ran = False
+
+    def __call__(self, secret: str, stored: str) -> bool:
+        if not self.budget.acquire(blocking=False):
+            CHECKS.labels("busy").inc()
             raise ChecksBusy
         try:
+            self.ran = True
             return auth.check_secret(secret, stored)
         finally:
-            budget.release()
+            self.budget.release()
 
-    return check
+    def record(self, ok: bool) -> None:
+        CHECKS.labels("ok" if ok else "refused_slow" if self.ran else "refused_fast").inc()
+
+
+def bounded_slow_check() -> BoundedCheck:
+    return BoundedCheck(_budget())
 
 
 def busy() -> ApiError:
