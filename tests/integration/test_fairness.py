@@ -205,3 +205,63 @@ def test_a_flood_of_wrong_secrets_does_not_stop_other_clients(
         assert checks.get("ok") == 11, checks
         print(f"TOKEN FLOOD: {len(flood)} wrong secrets refused, "
               f"{len(answers)} ordinary requests all succeeded")
+
+
+def test_migration_0010_on_postgresql(redis_url: str) -> None:
+    # Given a PostgreSQL database at 0007 holding a client (no fingerprint column yet)
+    import psycopg
+    from sqlalchemy import text
+
+    from store.auth import hash_secret, secret_fingerprint
+    from store.db import make_engine, upgrade
+    from tests import conftest
+
+    name = f"ec_mig_{uuid.uuid4().hex[:8]}"
+    admin = conftest.PG_ADMIN_URL
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = "postgresql+psycopg://" + admin.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+    secret = "an-existing-client-secret-0123456789"
+    try:
+        upgrade(url, "0007")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenants (name, created_at, subscriptions_version, "
+                              "external_id) VALUES ('old', now(), 0, 'ec-x')"))
+            conn.execute(text("INSERT INTO api_clients (client_id, tenant, secret_hash, scopes, "
+                              "active, created_at) VALUES ('ec_old', 'old', :h, 'events:read', "
+                              "true, now())"), {"h": hash_secret(secret)})
+        # When it is upgraded: the column is there, empty
+        upgrade(url)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT secret_fingerprint FROM api_clients")).all() == \
+                [(None,)]
+        # Then the client still gets a token, which writes its fingerprint
+        app, runtime = _app(make_settings(url, redis_url))
+        try:
+            client = app.test_client()
+            form = {"grant_type": "client_credentials", "client_id": "ec_old"}
+            assert client.post("/api/v1/auth/token",
+                               data={**form, "client_secret": "no"}).status_code == 401
+            assert client.post("/api/v1/auth/token",
+                               data={**form, "client_secret": secret}).status_code == 200
+        finally:
+            runtime.close()
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT secret_fingerprint FROM api_clients")).scalar() == \
+                secret_fingerprint(SECRET, secret)
+        # And it downgrades to 0007 (the column goes) and back
+        from alembic import command
+        from alembic.config import Config
+
+        from store.db import MIGRATIONS_DIR
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("sqlalchemy.url", url)
+        command.downgrade(cfg, "0007")
+        upgrade(url)
+        engine.dispose()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
