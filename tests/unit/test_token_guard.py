@@ -306,3 +306,24 @@ def test_migration_0010_adds_the_fingerprint_and_existing_clients_still_authenti
         with app.extensions["ec.runtime"].sessions() as session:
             assert session.get(ApiClient, "ec_old").secret_fingerprint == \
                 secret_fingerprint(SECRET, secret)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+def test_the_token_endpoint_settings_have_their_defaults_and_are_validated() -> None:
+    from config.settings import ConfigError, load_settings
+    from tests.unit.test_settings import server_env
+
+    settings = load_settings(server_env())
+    assert (settings.token_failures_per_client, settings.token_failures_per_source,
+            settings.trusted_proxy_count, settings.token_checks_per_process) == (10, 30, 0, 4)
+    set_ = load_settings(server_env(EC_TOKEN_FAILURES_PER_CLIENT="0",
+                                    EC_TOKEN_FAILURES_PER_SOURCE="100",
+                                    EC_TRUSTED_PROXY_COUNT="2", EC_TOKEN_CHECKS_PER_PROCESS="8"))
+    assert (set_.token_failures_per_client, set_.token_failures_per_source,
+            set_.trusted_proxy_count, set_.token_checks_per_process) == (0, 100, 2, 8)
+    for name, value in (("EC_TOKEN_FAILURES_PER_CLIENT", "-1"),
+                        ("EC_TOKEN_FAILURES_PER_SOURCE", "many"),
+                        ("EC_TRUSTED_PROXY_COUNT", "-1"), ("EC_TOKEN_CHECKS_PER_PROCESS", "0")):
+        with pytest.raises(ConfigError, match=name):
+            load_settings(server_env(**{name: value}))
