@@ -180,7 +180,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "invalid input (or a missing/malformed X-TWC-Tenant)",
             401: "missing, invalid or expired token", 429: "the tenant is over its rate limit",
             403: "tenant mismatch or missing scope", 404: "unknown id in this tenant",
-            409: "same id, different body", 413: "body too large", 415: "not JSON",
+            409: "same id, different body", 415: "not JSON",
+            413: "body too large (on the batch route also batch_exceeds_burst: more events "
+                 "than the tenant's rate-limit burst, which no wait would let through)",
             503: "broker or database unavailable; retry after Retry-After seconds"}
     return {str(s): _json("Error", text[s]) for s in statuses}
 
@@ -408,7 +410,7 @@ def build_spec() -> dict[str, Any]:
                 "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
                 "application/json": {"schema": _ref("TokenRequest")}}},
             "responses": {"200": _json("TokenResponse", "a signed access token"),
-                          **_oauth_errors(400, 401, 413, 415, 503)}}},
+                          **_oauth_errors(400, 401, 413, 415, 429, 503)}}},
         "/api/v1/events": {
             "post": op("Post an event", "events", {
                 "201": {**_json("Event", "accepted: it will be stored"), **created},
@@ -493,6 +495,12 @@ def build_spec() -> dict[str, Any]:
             "Fire now", "jobs", {"202": _json("RunQueued", "queued")}, 404, 409,
             params=[job_path])},
     }
+    token_answers = paths["/api/v1/auth/token"]["post"]["responses"]
+    token_answers["429"]["description"] = (
+        "too_many_attempts: too many failed secret checks for this client id or source address")
+    token_answers["503"]["description"] = (
+        "database unavailable, or the process's slow secret checks all busy; retry after "
+        "Retry-After seconds")
     for methods in paths.values():
         for operation in methods.values():
             for status, response in operation["responses"].items():

@@ -85,7 +85,29 @@ def tenant_charge(tenant: str, cost: int) -> Charge | None:
     rate, burst = _tenant_limits(tenant)
     if rate <= 0:
         return None
-    return Charge(tenant, cost, rate, max(burst, cost))
+    return Charge(tenant, cost, rate, burst)
+
+
+def charge_events(count: int) -> None:
+    """Make the pending intake charge of a view declared ``require(..., charge_in_intake=True)``
+    cover ``count`` events: a request carrying N events costs N from the bucket (at least one).
+
+    A count above the tenant's burst could never be paid, however long the client waited: that
+    is a 413 ``batch_exceeds_burst`` naming both numbers, not a 429 to retry forever (the request
+    still costs one, as every request does).
+    """
+    due: Charge | None = g.get("intake_charge")
+    if due is None or count <= due.cost:
+        return
+    if count > due.burst:
+        raise ApiError(
+            413, "batch_exceeds_burst",
+            f"the batch holds {count} events but tenant {due.tenant!r} may send at most "
+            f"{due.burst} at once (its rate-limit burst; each event costs one): send batches "
+            f"of at most {due.burst} events",
+            [{"field": "events", "type": "too_long",
+              "message": f"at most {due.burst} events (the tenant's burst), got {count}"}])
+    g.intake_charge = Charge(due.tenant, count, due.rate, due.burst)
 
 
 def _throttled() -> dict[str, tuple[float, float]]:
@@ -98,12 +120,17 @@ def _throttled() -> dict[str, tuple[float, float]]:
 
 
 def _throttle(exc: RateLimited) -> None:
-    _throttled()[exc.charge.tenant] = (time.monotonic() + exc.retry_after, exc.charge.rate)
+    # A refused batch of N waits for N tokens; a single request fits after the wait for one.
+    due = exc.charge
+    wait_for_one = exc.retry_after - (due.cost - 1) / due.rate
+    if wait_for_one > 0:
+        _throttled()[due.tenant] = (time.monotonic() + wait_for_one, due.rate)
 
 
 def _rate_limited(tenant: str, rate: float, wait: float) -> ApiError:
     return ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit "
-                    f"({rate:g} requests/s)", headers={"Retry-After": retry_after_header(wait)})
+                    f"({rate:g}/s; a request costs one, a batch one per event)",
+                    headers={"Retry-After": retry_after_header(wait)})
 
 
 def _refuse_if_throttled(tenant: str) -> None:

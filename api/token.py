@@ -9,6 +9,7 @@ from urllib.parse import unquote
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from api import token_guard
 from api.http import ApiError, json_response
 from store.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
 
@@ -103,14 +104,28 @@ def issue_token() -> Response:
     except InvalidScope as exc:
         raise ApiError(400, "invalid_scope", str(exc),
                        [{"field": "scope", "message": str(exc), "type": "enum"}]) from None
-    with runtime.sessions() as session:
-        try:
-            client = authenticate_client(session, client_id, client_secret)
-        except InvalidClient:
-            raise ApiError(401, "invalid_client", "invalid client credentials",
-                           headers={"WWW-Authenticate": 'Basic realm="token"'}) from None
-        granted = frozenset(client.scopes.split())
-        tenant = client.tenant
+    attempt = token_guard.begin_attempt(client_id)  # 429 past the failed-attempt limits
+    check = token_guard.bounded_slow_check()
+    failed = False
+    try:
+        with runtime.sessions() as session:
+            try:
+                client = authenticate_client(
+                    session, client_id, client_secret,
+                    fingerprint_key=runtime.settings.token_secret, slow_check=check)
+                check.record(True)
+            except InvalidClient:
+                check.record(False)
+                failed = True
+                raise ApiError(401, "invalid_client", "invalid client credentials",
+                               headers={"WWW-Authenticate": 'Basic realm="token"'}) from None
+            except token_guard.ChecksBusy:
+                raise token_guard.busy() from None
+            granted = frozenset(client.scopes.split())
+            tenant = client.tenant
+    finally:
+        if not failed:  # only a failed secret check counts against the limits
+            token_guard.forgive(attempt)
     if wanted is None:  # RFC 6749 3.3: no scope asked, the client's own scopes granted
         wanted = granted
     if not wanted <= granted:

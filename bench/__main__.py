@@ -1,4 +1,4 @@
-"""``python -m bench``: run B1–B8 and write bench/RESULTS.md.
+"""``python -m bench``: run B1–B9 and write bench/RESULTS.md.
 
     .venv/bin/python -m bench                 # the full run (~25 min), writes bench/RESULTS.md
     .venv/bin/python -m bench --smoke         # seconds per benchmark, writes nothing unless --out
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): code runs")
-    parser.add_argument("--only", default="", help="comma-separated: B1 (with B2),B3,…,B8")
+    parser.add_argument("--only", default="", help="comma-separated: B1 (with B2),B3,…,B9")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per figure (default 3, 1 with --smoke)")
     parser.add_argument("--out", default=None, help="results file (default bench/RESULTS.md "

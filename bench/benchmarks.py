@@ -625,4 +625,131 @@ def b8(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
     ]
 
 
-ALL = {"B1": b1_b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8}
+# B9 -------------------------------------------------------------------------------------
+def _client(stack: Stack, name: str) -> dict[str, str]:
+    import json
+    import os
+    import subprocess
+
+    from bench.stack import BIN, ROOT
+
+    out = subprocess.run([str(BIN / "eventcollector"), "tenant", "create", name, "--json"],
+                         env={**os.environ, **stack.env}, capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return dict(json.loads(out.stdout))
+
+
+def _token_target(stack: Stack, creds: dict[str, str], secret: str) -> loadgen.Target:
+    return loadgen.Target("127.0.0.1", stack.web_port, "/api/v1/auth/token", orjson.dumps(
+        {"grant_type": "client_credentials", "client_id": creds["client_id"],
+         "client_secret": secret}))
+
+
+def _checks(stack: Stack) -> dict[str, float]:
+    import re
+
+    import requests
+
+    from bench.stack import METRICS_TOKEN
+
+    text = requests.get(f"http://127.0.0.1:{stack.web_port}/metrics", timeout=10,
+                        headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^ec_token_checks_total\{outcome="([a-z_]+)"\} ([0-9.e+]+)$', text, re.M)}
+
+
+def b9(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure]:
+    """Token flood: p99 of ordinary requests (another tenant's single-event POSTs at 200/s and
+    another client's token requests at 5/s, open loop) alone, then during a flood of wrong
+    secrets for one client id (8 connections, closed loop, from this machine): with the default
+    failure limits (the flood is refused 429 after 10 a minute), and with the limits off (the
+    worst case: every wrong secret reaches the check and is refused by the fingerprint); then
+    the same flood against a client without a fingerprint (as before migration 0010, and the
+    old code: every wrong secret runs scrypt, bounded by EC_TOKEN_CHECKS_PER_PROCESS)."""
+    stack.stop("web")
+    victim, ordinary = _client(stack, "b9-victim"), _client(stack, "b9-ordinary")
+    api, token = single_target(stack), _token_target(stack, ordinary, ordinary["client_secret"])
+    flood = _token_target(stack, victim, "wrong-@SEQ@")
+    seconds = max(scale.seconds, 2)
+    flood_seconds = 2 * seconds + 8
+
+    def ordinary_p99() -> dict[str, Any]:
+        a, _ = loadgen.open_loop(api, rate=200, duration=seconds)
+        t, _ = loadgen.open_loop(token, rate=5, duration=seconds, connections=4)
+        stack.redis.client.delete("dramatiq:persist", "dramatiq:persist.msgs")
+        return {"api": loadgen.percentile(a.latencies, 99) * 1000,
+                "token": loadgen.percentile(t.latencies, 99) * 1000,
+                "api_bad": a.other + a.errors, "token_bad": t.other + t.errors,
+                "token_statuses": t.statuses}
+
+    def flooded(label: str) -> dict[str, Any]:
+        result: dict[str, loadgen.Outcome] = {}
+        before = _checks(stack)
+        attack = threading.Thread(target=lambda: result.setdefault("flood", loadgen.closed(
+            flood, connections=8, duration=flood_seconds, processes=1)))
+        attack.start()
+        time.sleep(2)
+        during = ordinary_p99()
+        attack.join()
+        after = _checks(stack)
+        during["flood"] = result["flood"].statuses
+        during["flood_rate"] = (result["flood"].ok + result["flood"].other) / flood_seconds
+        during["checks"] = {k: v - before.get(k, 0) for k, v in after.items()
+                            if v - before.get(k, 0)}
+        log(f"B9 {label}: {during}")
+        return during
+
+    def start(**env: str) -> None:
+        stack.start_web(**env)
+        for creds in (victim, ordinary):  # a success each since the upgrade: fingerprints
+            out, _ = loadgen.open_loop(_token_target(stack, creds, creds["client_secret"]),
+                                       rate=1, duration=1, connections=1, processes=1)
+            assert out.ok == 1, out.statuses
+        ordinary_p99()  # warm-up: every worker thread, connection and cache in use once
+
+    def alternate(label: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Alone and during a flood, alternately (a machine whose load drifts hits both)."""
+        alone, during = [], []
+        for _ in range(scale.repeats):
+            alone.append(ordinary_p99())
+            log(f"B9 alone ({label}): {alone[-1]}")
+            during.append(flooded(f"flood, {label}"))
+        return alone, during
+
+    start()
+    limited = alternate("default limits")
+    stack.stop("web")
+    stack.redis.client.flushall()
+    start(EC_TOKEN_FAILURES_PER_CLIENT="0", EC_TOKEN_FAILURES_PER_SOURCE="0")
+    unlimited = alternate("limits off")
+    stack.sql("UPDATE api_clients SET secret_fingerprint = NULL WHERE client_id = %s",
+              victim["client_id"])
+    legacy = flooded("flood, limits off, victim without a fingerprint")
+    stack.stop("web")
+    figures = []
+    for kind, label in (("api", "single-event POSTs of another tenant, 200/s"),
+                        ("token", "token requests of another client, 5/s")):
+        for name, (alone, during) in (("default limits", limited),
+                                      ("failure limits off", unlimited)):
+            runs = [d[kind] for d in during]
+            value, base = statistics.median(runs), statistics.median(a[kind] for a in alone)
+            bad = sum(d[f"{kind}_bad"] for d in during)
+            ratio = value / base
+            note = (f"non-2xx during the floods: {bad}; alone (median of "
+                    f"{[round(a[kind]) for a in alone]} ms)")
+            if name != "default limits":
+                note += (f"; the same flood against a client without a fingerprint (each wrong "
+                         f"secret through scrypt, as the old code did; {legacy['flood_rate']:.0f}"
+                         f" refused/s): p99 {legacy[kind]:.0f} ms, {legacy[f'{kind}_bad']} "
+                         "non-2xx")
+            flood_rate = statistics.median(d["flood_rate"] for d in during)
+            figures.append(Figure(
+                "B9", f"token flood, {name}: p99 of {label} during a flood of wrong secrets for "
+                f"one client id (8 connections, {flood_rate:.0f} answers/s: {during[-1]['flood']}"
+                f"; checks {during[-1]['checks']} in the last run)", value, "ms", runs, base,
+                "the same requests alone, same web, alternating", ratio, "≤ 2× alone, all 2xx",
+                ratio <= 2 and bad == 0, note=note))
+    return figures
+
+
+ALL = {"B1": b1_b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8, "B9": b9}

@@ -181,6 +181,9 @@ def _wait_port(port: int, timeout: float) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+METRICS_TOKEN = "bench-metrics-" + "m" * 24  # /metrics needs a bearer token (B9 reads it)
+
+
 class Stack:
     """Everything a benchmark needs; ``close()`` stops it all and drops the database."""
 
@@ -201,6 +204,7 @@ class Stack:
             "AWS_ENDPOINT_URL": self.moto.url, "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prom"), "dramatiq_prom_host": "127.0.0.1",
+            "EC_METRICS_TOKEN": METRICS_TOKEN,
         }
         self.rss = RssTracker()
         self.rss.start()

@@ -116,3 +116,123 @@ class MemoryRateLimiter(RateLimiter):
 
 def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
+
+
+# --- failed attempts (the token endpoint) ------------------------------------------------------
+#
+# One bucket per key of ``per_minute`` attempts, refilled continuously (``per_minute`` / 60 per
+# second). ``attempt`` takes one from every bucket of a request, or from none when one of them
+# is empty; ``forgive`` gives it back when the attempt turned out not to be a failure. Counting
+# before the check (and forgiving afterwards) keeps concurrent failures from overshooting.
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """``per_minute`` failed attempts for ``key`` (a bucket of that size)."""
+
+    key: str
+    per_minute: int
+
+
+class AttemptLimiter(abc.ABC):
+    @abc.abstractmethod
+    def attempt(self, allowances: list[Allowance]) -> Verdict:
+        """Take one from each allowance's bucket, or none (refused, with the wait) if any is
+        empty."""
+
+    @abc.abstractmethod
+    def forgive(self, allowances: list[Allowance]) -> None:
+        """Give back what ``attempt`` took (the attempt was not a failure)."""
+
+
+# KEYS: buckets. ARGV: sign (1 take, -1 give back), then per key its per-minute size.
+_ATTEMPT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local sign = tonumber(ARGV[1])
+local levels = {}
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local burst = tonumber(ARGV[i + 1])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * burst / 60)
+  levels[i] = tokens
+  if sign > 0 and tokens < 1 then
+    wait = math.max(wait, (1 - tokens) * 60 / burst)
+  end
+end
+if wait > 0 then
+  return {0, tostring(wait)}
+end
+for i, key in ipairs(KEYS) do
+  local burst = tonumber(ARGV[i + 1])
+  local tokens = math.min(burst, levels[i] - sign)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', key, 70)
+end
+return {1, '0'}
+"""
+
+
+class MemoryAttemptLimiter(AttemptLimiter):
+    """In-process buckets: the embedded default's, and the fallback while Redis is away."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def _move(self, allowances: list[Allowance], sign: int) -> Verdict:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._buckets) > 100_000:  # only full buckets are dropped: same as unknown
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+            levels = []
+            wait = 0.0
+            for a in allowances:
+                tokens, at = self._buckets.get(a.key, (float(a.per_minute), now))
+                tokens = min(float(a.per_minute), tokens + (now - at) * a.per_minute / 60)
+                levels.append(tokens)
+                if sign > 0 and tokens < 1:
+                    wait = max(wait, (1 - tokens) * 60 / a.per_minute)
+            if wait > 0:
+                return Verdict(False, wait)
+            for a, tokens in zip(allowances, levels, strict=True):
+                self._buckets[a.key] = (min(float(a.per_minute), tokens - sign), now)
+            return Verdict(True)
+
+    def attempt(self, allowances: list[Allowance]) -> Verdict:
+        return self._move(allowances, 1) if allowances else Verdict(True)
+
+    def forgive(self, allowances: list[Allowance]) -> None:
+        if allowances:
+            self._move(allowances, -1)
+
+
+class RedisAttemptLimiter(AttemptLimiter):
+    """Buckets in Redis, shared by every web process; while Redis cannot be reached the process
+    counts on its own (in memory) rather than not at all."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = client.register_script(_ATTEMPT_LUA)
+        self._fallback = MemoryAttemptLimiter()
+
+    def _call(self, allowances: list[Allowance], sign: int) -> Verdict:
+        try:
+            allowed, wait = self._script(keys=[a.key for a in allowances],
+                                         args=[sign, *(a.per_minute for a in allowances)])
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            log.warning("attempt limiter: Redis unavailable, counting in this process")
+            if sign > 0:
+                return self._fallback.attempt(allowances)
+            self._fallback.forgive(allowances)
+            return Verdict(True)
+        return Verdict(bool(int(allowed)), float(wait))
+
+    def attempt(self, allowances: list[Allowance]) -> Verdict:
+        return self._call(allowances, 1) if allowances else Verdict(True)
+
+    def forgive(self, allowances: list[Allowance]) -> None:
+        if allowances:
+            self._call(allowances, -1)

@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.embedded import Keep, KeepDeadLetters
 from broker.intake import Intake
-from broker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from broker.ratelimit import (
+    AttemptLimiter,
+    MemoryAttemptLimiter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisAttemptLimiter,
+    RedisRateLimiter,
+)
 from config.settings import Settings
 from delivery.sender import Sender
 from delivery.service import RetryPolicy
@@ -36,6 +43,8 @@ class Runtime:
         retry_policy: the delivery retry schedule.
         mailer: SendGrid when configured, else the log mailer.
         limiter: per-tenant request rate limiter (Redis, or in memory when embedded).
+        attempts: the token endpoint's failed-attempt limiter (Redis, or in memory when
+            embedded).
     """
 
     settings: Settings
@@ -49,6 +58,7 @@ class Runtime:
     mailer: Mailer | None = None
     limiter: RateLimiter | None = None
     redis_client: Any = None
+    attempts: AttemptLimiter = field(default_factory=MemoryAttemptLimiter)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -161,6 +171,7 @@ def build_runtime(
         intake=build_intake(settings, broker, client, limiter),
         redis_client=client,
         limiter=limiter,
+        attempts=RedisAttemptLimiter(client) if client is not None else MemoryAttemptLimiter(),
         box=SecretBox(settings.secret_key),
         senders=senders if senders is not None else build_senders(),
         retry_policy=RetryPolicy(

@@ -64,6 +64,13 @@ class Settings:
         request_body_timeout_seconds: a request's whole body must arrive within this long of
             its headers (gunicorn worker ``api.serving.Worker``), else 408.
         metrics_token: bearer token ``/metrics`` requires on the web port (None: 404).
+        token_failures_per_client / token_failures_per_source: failed secret checks the token
+            endpoint allows per client id / per source address and minute (0 = no limit).
+        trusted_proxy_count: proxies in front of the web process that append to
+            X-Forwarded-For (0: the source is the socket's peer; n: the n-th address from the
+            right of X-Forwarded-For).
+        token_checks_per_process: slow (scrypt) secret checks a web process runs at once;
+            beyond, the token endpoint answers 503 with Retry-After.
     """
 
     database_url: str
@@ -99,6 +106,10 @@ class Settings:
     scheduler_resend_after_seconds: float = 30.0
     request_body_timeout_seconds: int = 30
     metrics_token: str | None = field(default=None, repr=False)
+    token_failures_per_client: int = 10
+    token_failures_per_source: int = 30
+    trusted_proxy_count: int = 0
+    token_checks_per_process: int = 4
 
     @property
     def embedded(self) -> bool:
@@ -300,4 +311,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scheduler_resend_after_seconds=_int(env, "EC_SCHEDULER_RESEND_AFTER_SECONDS", 30, 1, 3600),
         request_body_timeout_seconds=request_body_timeout(env),
         metrics_token=_metrics_token(env),
+        token_failures_per_client=_int(env, "EC_TOKEN_FAILURES_PER_CLIENT", 10, 0, 1_000_000),
+        token_failures_per_source=_int(env, "EC_TOKEN_FAILURES_PER_SOURCE", 30, 0, 1_000_000),
+        trusted_proxy_count=_int(env, "EC_TRUSTED_PROXY_COUNT", 0, 0, 16),
+        token_checks_per_process=_int(env, "EC_TOKEN_CHECKS_PER_PROCESS", 4, 1, 1024),
     )

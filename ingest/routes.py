@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, is_malformed_json, json_response, validation_details
 from api.observability import INGESTED
-from api.security import claim_intake_charge, require, too_many_requests
+from api.security import charge_events, claim_intake_charge, require, too_many_requests
 from broker.intake import IntakeResult, Outcome
 from broker.ratelimit import RateLimited
 from config import logging as logctx
@@ -129,6 +129,7 @@ def create_events_batch() -> Response:
             [{"field": "events", "message": f"1 to {settings.max_batch_events} items",
               "type": "length"}],
         )
+    charge_events(len(items))  # a batch of N events costs N (413 past the tenant's burst)
 
     results: list[dict[str, Any] | None] = [None] * len(items)
     valid: list[EventIn] = []

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -155,11 +156,71 @@ def tenant_exists(session: Session, tenant: str) -> bool:
     )
 
 
-def authenticate_client(session: Session, client_id: str, client_secret: str) -> ApiClient:
+def authenticate_client(session: Session, client_id: str, client_secret: str, *,
+                        fingerprint_key: str | None = None,
+                        slow_check: SlowCheck | None = None) -> ApiClient:
+    """The active client ``client_id`` whose secret is ``client_secret``, or InvalidClient.
+
+    With ``fingerprint_key`` a wrong secret is refused by its fingerprint, without the slow hash
+    (``verify_client_secret``). ``slow_check`` runs the scrypt check (default ``check_secret``;
+    the web process passes one bounded per process)."""
     client = session.get(ApiClient, client_id)
-    if client is None or not client.active or not check_secret(client_secret, client.secret_hash):
+    if not verify_client_secret(session, client, client_secret, fingerprint_key=fingerprint_key,
+                                slow_check=slow_check or check_secret):
         raise InvalidClient("invalid client credentials")
+    assert client is not None
     return client
+
+
+# --- cheap refusal of wrong secrets (issue 13) -------------------------------------------------
+#
+# Beside the scrypt hash each client keeps a fingerprint of its secret: HMAC-SHA256 under a key
+# derived from EC_TOKEN_SECRET, prefixed with that key's id. A secret whose fingerprint differs
+# is wrong and is refused without the slow hash, so a flood of wrong secrets costs an HMAC each;
+# a matching one is still confirmed by scrypt. A missing fingerprint, or one made under another
+# key (EC_TOKEN_SECRET rotated), is ignored: the slow hash decides and, on success, the
+# fingerprint is (re)written. An unknown or inactive client id goes through the same steps
+# against a dummy hash and a dummy fingerprint, so it does the same work as a wrong secret.
+
+SlowCheck = Callable[[str, str], bool]
+_dummy: dict[str, str] = {}
+
+
+def _fingerprint_key_id(fingerprint_key: str) -> tuple[bytes, str]:
+    key = hmac.new(fingerprint_key.encode(), b"ec client secret fingerprint", "sha256").digest()
+    return key, hashlib.sha256(key).hexdigest()[:8]
+
+
+def secret_fingerprint(fingerprint_key: str, secret: str) -> str:
+    key, key_id = _fingerprint_key_id(fingerprint_key)
+    return f"{key_id}${hmac.new(key, secret.encode(), 'sha256').hexdigest()}"
+
+
+def _dummy_hash() -> str:
+    if "hash" not in _dummy:  # a hash of a secret nobody knows, with real parameters
+        _dummy["hash"] = hash_secret(secrets.token_urlsafe(32))
+    return _dummy["hash"]
+
+
+def verify_client_secret(session: Session, client: ApiClient | None, secret: str, *,
+                         fingerprint_key: str | None, slow_check: SlowCheck) -> bool:
+    """True when ``client`` is active and ``secret`` is its secret (see above)."""
+    known = client is not None and client.active
+    stored_hash = client.secret_hash if known and client is not None else _dummy_hash()
+    fingerprint = None
+    if fingerprint_key:
+        fingerprint = secret_fingerprint(fingerprint_key, secret)
+        key_id = fingerprint.partition("$")[0]
+        expected = (client.secret_fingerprint if known and client is not None
+                    else f"{key_id}${'0' * 64}")
+        if expected and expected.partition("$")[0] == key_id:
+            if not hmac.compare_digest(expected, fingerprint):
+                return False
+    ok = slow_check(secret, stored_hash) and known
+    if ok and client is not None and fingerprint and client.secret_fingerprint != fingerprint:
+        client.secret_fingerprint = fingerprint  # lazily backfilled on a successful check
+        session.commit()
+    return ok
 
 
 def mint_token(

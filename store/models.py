@@ -83,6 +83,9 @@ class ApiClient(Base):
         String(64), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False, index=True
     )
     secret_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    # "<key id>$<HMAC-SHA256 hex>" of the secret (store.auth.secret_fingerprint); NULL until
+    # the client's first successful check after migration 0010
+    secret_fingerprint: Mapped[str | None] = mapped_column(String(80), nullable=True)
     scopes: Mapped[str] = mapped_column(String(255), nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

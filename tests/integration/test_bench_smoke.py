@@ -21,7 +21,7 @@ def test_every_benchmark_runs_and_reports_its_figures(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     text = out.read_text()
-    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"):
+    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"):
         assert f"| {bench} |" in text, f"{bench} missing from the results"
     assert "did not complete" not in text
     assert "Python 3." in text and "Packages:" in text

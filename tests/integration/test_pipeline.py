@@ -346,7 +346,7 @@ def test_the_rate_limit_is_shared_by_web_processes_and_costs_no_extra_round_trip
         assert stats.exists(f"ec:intake:{tenant}:rl-3") == 1
         assert stats.exists(f"ec:intake:{tenant}:rl-4") == 0
         assert stats.llen(f"dramatiq:{PERSIST_QUEUE}") == 4 + 2  # + the two warm-up events
-        # And a batch is refused too (every request costs one)
+        # And a batch is refused too (every request costs at least one)
         batch = callers[1].client.post("/api/v1/events/batch", headers=callers[1].headers(),
                                        json={"events": [order_event(id="rl-b")]})
         assert batch.status_code == 429, batch.json
