@@ -48,8 +48,11 @@ class Runtime:
     mailer: Mailer | None = None
     limiter: RateLimiter | None = None
     redis_client: Any = None
+    revocations: Any = None  # the web's store.revocation.RevocationCache, once used
 
     def close(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         self.engine.dispose()
         self.broker.close()
 
