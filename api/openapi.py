@@ -128,6 +128,9 @@ class TokenRequest(BaseModel):
     client_secret: str | None = None
     scope: str | None = Field(None, description="space-separated subset of: events:write "
                               "events:read subscriptions jobs (default: all of the client's)")
+    expires_in: str | None = Field(None, description="lifetime asked for, in seconds (>= 60; "
+                                   "default EC_TOKEN_TTL_SECONDS); never more than "
+                                   "EC_TOKEN_MAX_TTL_SECONDS")
 
 
 class OAuthError(BaseModel):
@@ -178,9 +181,10 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "invalid input (or a missing/malformed X-TWC-Tenant)",
-            401: "missing, invalid or expired token", 429: "the tenant is over its rate limit",
-            403: "tenant mismatch or missing scope", 404: "unknown id in this tenant",
-            409: "same id, different body", 415: "not JSON",
+            401: "missing, invalid, expired or revoked token",
+            429: "the tenant is over its rate limit",
+            403: "tenant mismatch, missing scope, or the tenant is disabled (tenant_disabled)",
+            404: "unknown id in this tenant", 409: "same id, different body", 415: "not JSON",
             413: "body too large (on the batch route also batch_exceeds_burst: more events "
                  "than the tenant's rate-limit burst, which no wait would let through)",
             503: "broker or database unavailable; retry after Retry-After seconds"}
@@ -189,6 +193,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def _oauth_errors(*statuses: int) -> dict[str, Any]:
     text = {400: "invalid_request, unsupported_grant_type or invalid_scope",
+            403: "invalid_client: the client's tenant is disabled",
             401: "invalid_client (WWW-Authenticate: Basic)", 413: "invalid_request: body too large",
             415: "invalid_request: not a form or JSON", 429: "temporarily_unavailable",
             503: "temporarily_unavailable; retry after Retry-After seconds"}
@@ -410,7 +415,7 @@ def build_spec() -> dict[str, Any]:
                 "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
                 "application/json": {"schema": _ref("TokenRequest")}}},
             "responses": {"200": _json("TokenResponse", "a signed access token"),
-                          **_oauth_errors(400, 401, 413, 415, 429, 503)}}},
+                          **_oauth_errors(400, 401, 403, 413, 415, 429, 503)}}},
         "/api/v1/events": {
             "post": op("Post an event", "events", {
                 "201": {**_json("Event", "accepted: it will be stored"), **created},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,7 @@ from api.http import ApiError, parse_query
 from broker.ratelimit import Charge, RateLimited, retry_after_header
 from store.auth import InvalidToken, Principal, rate_limits, verify_token
 from store.domain import TENANT_RE
+from store.revocation import RevocationCache, TenantDisabled, TokenRevoked
 
 F = TypeVar("F", bound=Callable[..., Any])
 TENANT_HEADER = "X-TWC-Tenant"
@@ -38,6 +40,7 @@ def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) ->
                                  token.strip())
     except InvalidToken as exc:
         raise _unauthorized(str(exc), invalid_token=True) from None
+    check_revocation(principal)
     claimed = request.headers.get(TENANT_HEADER)
     if tenant_header and claimed is None:
         raise ApiError(400, "missing_tenant", f"the {TENANT_HEADER} header is required",
@@ -55,6 +58,31 @@ def authenticate(scope: str, *, tenant_header: bool, charge_now: bool = True) ->
     if charge_now:
         charge(principal.tenant, 1)
     return principal
+
+
+_revocations_lock = threading.Lock()
+
+
+def revocations() -> RevocationCache:
+    """This app's revocation snapshot (store.revocation), refreshed in the background."""
+    runtime = current_app.extensions["ec.runtime"]
+    if runtime.revocations is None:
+        with _revocations_lock:
+            if runtime.revocations is None:
+                runtime.revocations = RevocationCache(runtime.sessions,
+                                                      runtime.settings.revocation_check_seconds)
+    return runtime.revocations  # type: ignore[no-any-return]
+
+
+def check_revocation(principal: Principal) -> None:
+    """401 for a revoked token (client revoked or rotated, jti revoked, operator tokens
+    revoked), 403 ``tenant_disabled`` for a disabled tenant's."""
+    try:
+        revocations().check(principal)
+    except TokenRevoked as exc:
+        raise _unauthorized(str(exc)) from None
+    except TenantDisabled as exc:
+        raise ApiError(403, "tenant_disabled", str(exc)) from None
 
 
 _limits_cache: dict[str, tuple[float, float | None, int | None]] = {}

@@ -11,7 +11,9 @@ from flask import Blueprint, Response, current_app, request
 
 from api import token_guard
 from api.http import ApiError, json_response
+from config.settings import Settings
 from store.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
+from store.revocation import disabled_tenants
 
 bp = Blueprint("token", __name__)
 
@@ -84,6 +86,19 @@ def _basic_credentials() -> tuple[str, str] | None:
     return unquote(user), unquote(password)
 
 
+def token_lifetime(settings: Settings, asked: str | None) -> int:
+    """EC_TOKEN_TTL_SECONDS, or the ``expires_in`` (seconds, ≥ 60) the client asks for; never
+    more than EC_TOKEN_MAX_TTL_SECONDS (a client asking more gets that)."""
+    ttl = settings.token_ttl_seconds
+    if asked is not None and asked.strip():
+        if not asked.strip().isascii() or not asked.strip().isdigit() or int(asked) < 60:
+            raise ApiError(400, "invalid_request", "expires_in must be a number of seconds >= 60",
+                           [{"field": "expires_in", "message": "must be an integer >= 60",
+                             "type": "int_parsing"}])
+        ttl = int(asked) if len(asked.strip()) < 12 else settings.token_max_ttl_seconds
+    return min(ttl, settings.token_max_ttl_seconds)
+
+
 @bp.post("/api/v1/auth/token")
 def issue_token() -> Response:
     runtime = current_app.extensions["ec.runtime"]
@@ -123,6 +138,9 @@ def issue_token() -> Response:
                 raise token_guard.busy() from None
             granted = frozenset(client.scopes.split())
             tenant = client.tenant
+            generation = int(client.generation or 0)
+            if disabled_tenants(session, {tenant}):
+                raise ApiError(403, "tenant_disabled", f"tenant {tenant!r} is disabled")
     finally:
         if not failed:  # only a failed secret check counts against the limits
             token_guard.forgive(attempt)
@@ -133,9 +151,9 @@ def issue_token() -> Response:
         raise ApiError(400, "invalid_scope", f"the client may not request: {refused}",
                        [{"field": "scope", "message": f"not granted to this client: {refused}",
                          "type": "invalid_scope"}])
-    ttl = runtime.settings.token_ttl_seconds
+    ttl = token_lifetime(runtime.settings, form.get("expires_in"))
     token = mint_token(runtime.settings.token_secret, tenant=tenant, client_id=client_id,
-                       scopes=wanted, ttl_seconds=ttl)
+                       scopes=wanted, ttl_seconds=ttl, generation=generation)
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
          "scope": " ".join(sorted(wanted))},

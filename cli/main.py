@@ -70,6 +70,7 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from store.auth import InvalidScope, mint_token, parse_scopes, tenant_exists
     from store.db import make_engine, make_session_factory, upgrade
+    from store.revocation import operator_generation
 
     settings = _settings()
     if settings.is_sqlite:
@@ -79,17 +80,123 @@ def cmd_token(args: argparse.Namespace) -> int:
     except InvalidScope as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.tenant is None:
+        print("error: --tenant is required", file=sys.stderr)
+        return 2
+    if args.ttl is not None and not 1 <= args.ttl <= settings.token_max_ttl_seconds:
+        print(f"error: --ttl must be 1 to {settings.token_max_ttl_seconds} seconds "
+              "(EC_TOKEN_MAX_TTL_SECONDS)", file=sys.stderr)
+        return 2
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as session:
             if not tenant_exists(session, args.tenant):
                 print(f"error: no tenant named {args.tenant!r}", file=sys.stderr)
                 return 1
+            generation = operator_generation(session)
     finally:
         engine.dispose()
-    ttl = args.ttl or settings.token_ttl_seconds
-    print(mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:operator",
-                     scopes=scopes, ttl_seconds=ttl))
+    ttl = args.ttl or min(settings.token_ttl_seconds, settings.token_max_ttl_seconds)
+    token = mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:operator",
+                       scopes=scopes, ttl_seconds=ttl, generation=generation)
+    print(token)
+    print(f"# jti {_jti(token)}, expires in {ttl} s (eventcollector token revoke JTI)",
+          file=sys.stderr)
+    return 0
+
+
+def _jti(token: str) -> str:
+    import jwt
+
+    return str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from store.revocation import revoke_operator_tokens, revoke_token
+
+    settings = _settings()
+    if bool(args.all) == bool(args.jti):
+        print("error: give a JTI or --all (not both)", file=sys.stderr)
+        return 2
+    done = _tenant_session(lambda session: revoke_operator_tokens(session) if args.all else
+                           revoke_token(session, args.jti, settings.token_max_ttl_seconds) or 0)
+    if done is None:
+        return 1
+    print("every operator token issued so far is revoked (operator generation "
+          f"{done})" if args.all else f"token {args.jti} revoked",
+          f"(refused by every web process within {settings.revocation_check_seconds} s)")
+    return 0
+
+
+def _run_access(action):  # type: ignore[no-untyped-def]
+    """``_tenant_session`` that also turns an unknown client into exit 1."""
+    from store.auth import AuthError
+    from store.revocation import UnknownClient
+
+    try:
+        return _tenant_session(action)
+    except (UnknownClient, AuthError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_tenant_disable(args: argparse.Namespace) -> int:
+    from store.revocation import disable_tenant, enable_tenant
+
+    settings = _settings()
+    if args.tenant_command == "disable":
+        changed = _run_access(lambda session: disable_tenant(session, args.name))
+        if changed is None:
+            return 1
+        print(f"{args.name}: disabled" + ("" if changed else " (already)") + "; its requests are "
+              f"refused within {settings.revocation_check_seconds} s, its deliveries and jobs "
+              "pause; events already accepted are still stored")
+        return 0
+    ids = _run_access(lambda session: enable_tenant(session, args.name))
+    if ids is None:
+        return 1
+    if ids and settings.redis_url:
+        from broker.dispatch import enqueue_deliveries
+        from config.runtime import build_broker
+
+        try:
+            enqueue_deliveries(build_broker(settings), ids)
+        except Exception as exc:  # noqa: BLE001 - they are due: the pool's own messages bring them
+            print(f"warning: paused deliveries not enqueued ({type(exc).__name__}); they resume "
+                  "within a minute", file=sys.stderr)
+    print(f"{args.name}: enabled; {len(ids)} paused deliveries resume")
+    return 0
+
+
+def _print_credentials(creds, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps({"tenant": creds.tenant, "client_id": creds.client_id,
+                          "client_secret": creds.client_secret}))
+        return
+    print(f"tenant:        {creds.tenant}")
+    print(f"client_id:     {creds.client_id}")
+    print(f"client_secret: {creds.client_secret}")
+    print("(the secret is stored hashed and cannot be shown again)")
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from store.revocation import create_client, revoke_client, rotate_client
+
+    settings = _settings()
+    if args.client_command == "revoke":
+        changed = _run_access(lambda session: revoke_client(session, args.client_id))
+        if changed is None:
+            return 1
+        print(f"client {args.client_id} revoked" + ("" if changed else " (already)") +
+              f"; its tokens are refused within {settings.revocation_check_seconds} s")
+        return 0
+    if args.client_command == "create":
+        creds = _run_access(lambda session: create_client(session, args.tenant))
+    else:
+        creds = _run_access(lambda session: rotate_client(session, args.client_id))
+    if creds is None:
+        return 1
+    _print_credentials(creds, args.json)
     return 0
 
 
@@ -133,8 +240,10 @@ def _tenant_session(func):  # type: ignore[no-untyped-def]
 
 def cmd_tenant_show(args: argparse.Namespace) -> int:
     from store.identity import tenant_report
+    from store.revocation import access_report
 
-    report = _tenant_session(lambda session: tenant_report(session, args.name))
+    report = _tenant_session(lambda session: {**tenant_report(session, args.name),
+                                              **access_report(session, args.name)})
     if report is None:
         return 1
     if args.json:
@@ -146,6 +255,12 @@ def cmd_tenant_show(args: argparse.Namespace) -> int:
     total = active + sum(c["inactive"] for c in counts.values())
     print(f"tenant:               {report['tenant']}")
     print(f"created:              {report['createdAt']}")
+    print("state:                " + (f"disabled since {report['disabledAt']}"
+                                      if report["disabled"] else "enabled"))
+    for client in report["clients"]:
+        when = (f" since {client['revokedAt']}" if client["revokedAt"] else
+                f", rotated {client['rotatedAt']}" if client["rotatedAt"] else "")
+        print(f"client:               {client['clientId']}  {client['state']}{when}")
     print(f"externalId:           {report['externalId']}  (give it to the tenant for its role's "
           "trust policy: sts:ExternalId)")
     print("platform credentials: " + ("allowed for AWS accounts " + ", ".join(platform["accounts"])
@@ -376,6 +491,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from scheduler.loop import run_forever
     from store.auth import SCOPES, create_tenant, mint_token, tenant_exists
     from store.db import begin_write, upgrade
+    from store.revocation import operator_generation
     from workers.main import declare_actors
 
     class _QuietRequestHandler(WSGIRequestHandler):
@@ -424,15 +540,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
     mail_note = ("SendGrid" if settings.sendgrid_api_key else
                  "no SENDGRID_API_KEY: e-mails are written to this log instead")
 
+    dev_ttl = min(86400, settings.token_max_ttl_seconds)
+    with runtime.sessions() as session:
+        generation = operator_generation(session)
     token = mint_token(settings.token_secret, tenant=args.tenant, client_id="cli:dev",
-                       scopes=frozenset(SCOPES), ttl_seconds=86400)
+                       scopes=frozenset(SCOPES), ttl_seconds=dev_ttl, generation=generation)
 
     base = f"http://{args.host}:{listener.getsockname()[1]}"
     print(f"""
 Event Collector (embedded: {settings.database_url}; in-process broker, persist, deliver and
 notify pools, scheduler; mail: {mail_note})
 listening on {base}   docs: {base}/docs
-token for tenant {args.tenant!r} (24 h):
+token for tenant {args.tenant!r} ({dev_ttl} s):
 export TOKEN={token}
 curl -s -X POST {base}/api/v1/events -H "Authorization: Bearer $TOKEN" \\
   -H "X-TWC-Tenant: {args.tenant}" -H "Content-Type: application/json" \\
@@ -491,8 +610,17 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--reset", action="store_true", help="back to the deployment defaults")
     limits.set_defaults(func=cmd_tenant_limits)
 
+    for name, text in (("disable", "refuse the tenant's requests and tokens (within "
+                                   "EC_REVOCATION_CHECK_SECONDS); its deliveries and jobs pause; "
+                                   "events already accepted are still stored"),
+                       ("enable", "enable a disabled tenant again; its paused deliveries resume")):
+        cmd = tenant_sub.add_parser(name, help=text)
+        cmd.add_argument("name")
+        cmd.set_defaults(func=cmd_tenant_disable)
+
     show = tenant_sub.add_parser(
-        "show", help="a tenant's AWS identity: its ExternalId, whether it may use the platform's "
+        "show", help="a tenant's state (enabled or disabled), its clients (active or revoked; never a "
+        "secret), its AWS identity: its ExternalId, whether it may use the platform's "
         "credentials (and for which accounts), its subscriptions by credential mode, and those "
         "deactivated because platform credentials are not allowed")
     show.add_argument("name")
@@ -554,11 +682,35 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--yes", action="store_true")
         cmd.set_defaults(func=cmd_quarantine)
 
-    token = sub.add_parser("token", help="mint an access token for operators")
-    token.add_argument("--tenant", required=True)
+    client = sub.add_parser("client", help="a tenant's OAuth clients: create, revoke, rotate")
+    client_sub = client.add_subparsers(dest="client_command", required=True)
+    cmd = client_sub.add_parser("create", help="a new client for the tenant (secret shown once)")
+    cmd.add_argument("tenant")
+    cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    cmd.set_defaults(func=cmd_client)
+    cmd = client_sub.add_parser("revoke", help="revoke a client: no new tokens, its tokens "
+                                "refused within EC_REVOCATION_CHECK_SECONDS")
+    cmd.add_argument("client_id")
+    cmd.set_defaults(func=cmd_client)
+    cmd = client_sub.add_parser("rotate", help="a new secret (shown once); the old one and the "
+                                "tokens issued with it stop working")
+    cmd.add_argument("client_id")
+    cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    cmd.set_defaults(func=cmd_client)
+
+    token = sub.add_parser("token", help="mint an access token for operators (its jti is "
+                           "printed on stderr); 'token revoke' revokes tokens")
+    token.add_argument("--tenant", help="required to mint")
     token.add_argument("--scope", action="append", help="scope(s); default: all")
-    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    token.add_argument("--ttl", type=int,
+                       help="lifetime in seconds, at most EC_TOKEN_MAX_TTL_SECONDS")
     token.set_defaults(func=cmd_token)
+    token_sub = token.add_subparsers(dest="token_command")
+    cmd = token_sub.add_parser("revoke", help="revoke a token by its jti (any token), or with "
+                               "--all every operator token issued so far")
+    cmd.add_argument("jti", nargs="?")
+    cmd.add_argument("--all", action="store_true")
+    cmd.set_defaults(func=cmd_token_revoke)
     return parser
 
 

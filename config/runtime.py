@@ -59,8 +59,11 @@ class Runtime:
     limiter: RateLimiter | None = None
     redis_client: Any = None
     attempts: AttemptLimiter = field(default_factory=MemoryAttemptLimiter)
+    revocations: Any = None  # the web's store.revocation.RevocationCache, once used
 
     def close(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         self.engine.dispose()
         self.broker.close()
 

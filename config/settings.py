@@ -71,6 +71,8 @@ class Settings:
             right of X-Forwarded-For).
         token_checks_per_process: slow (scrypt) secret checks a web process runs at once;
             beyond, the token endpoint answers 503 with Retry-After.
+        token_max_ttl_seconds: the longest lifetime of any token (token endpoint, CLI, dev).
+        revocation_check_seconds: how often a web process looks for revocations (≤ 30).
     """
 
     database_url: str
@@ -110,6 +112,8 @@ class Settings:
     token_failures_per_source: int = 30
     trusted_proxy_count: int = 0
     token_checks_per_process: int = 4
+    token_max_ttl_seconds: int = 86400
+    revocation_check_seconds: int = 10
 
     @property
     def embedded(self) -> bool:
@@ -270,13 +274,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_format = env.get("LOG_FORMAT", "").strip().lower() or None
     if log_format not in (None, "json", "text"):
         raise ConfigError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+    token_max_ttl = _int(env, "EC_TOKEN_MAX_TTL_SECONDS", 86400, 60, 30 * 86400)
+    token_ttl = _int(env, "EC_TOKEN_TTL_SECONDS", min(3600, token_max_ttl), 60, 30 * 86400)
+    if token_ttl > token_max_ttl:
+        raise ConfigError(f"EC_TOKEN_TTL_SECONDS ({token_ttl}) must not exceed "
+                          f"EC_TOKEN_MAX_TTL_SECONDS ({token_max_ttl})")
 
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         port=_int(env, "PORT", 8000, 1, 65535),
         token_secret=secret,
-        token_ttl_seconds=_int(env, "EC_TOKEN_TTL_SECONDS", 3600, 60, 86400),
+        token_ttl_seconds=token_ttl,
+        token_max_ttl_seconds=token_max_ttl,
+        revocation_check_seconds=_int(env, "EC_REVOCATION_CHECK_SECONDS", 10, 1, 30),
         max_event_bytes=_int(env, "EC_MAX_EVENT_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
         max_batch_bytes=_int(env, "EC_MAX_BATCH_BYTES", 16 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         max_batch_events=_int(env, "EC_MAX_BATCH_EVENTS", 1000, 1, 1000),

@@ -22,6 +22,7 @@ from store.events import get_events, to_document
 from store.identity import PLATFORM_NOT_ALLOWED, TenantAws, role_session_name, tenant_aws
 from store.limits import full_pattern
 from store.models import Delivery, Subscription
+from store.revocation import PAUSE_RECHECK_SECONDS, disabled_tenants
 from store.subscriptions import deactivate_subscription, get_subscription, target_account
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ def attempt_deliveries(
     if not groups:
         session.rollback()
         return statuses
+    _pause_disabled(session, groups, statuses, now, schedule_retry)
+    if not groups:
+        session.commit()
+        return statuses
     retrying: list[tuple[Delivery, SendResult]] = []
     identities: dict[str, TenantAws | None] = {}
     for (tenant, sub_id), deliveries in groups.items():
@@ -207,6 +212,22 @@ def attempt_deliveries(
         schedule_retry([d.id for d, _ in retrying], delay)
     session.commit()
     return statuses
+
+
+def _pause_disabled(session: Session, groups: dict[tuple[str, str], list[Delivery]],
+                    statuses: dict[int, str], now: datetime,
+                    schedule_retry: Callable[[list[int], float], None]) -> None:
+    """Take the deliveries of disabled tenants out of ``groups``: nothing is sent and no
+    attempt is counted; they stay pending, due again in PAUSE_RECHECK_SECONDS (``tenant
+    enable`` makes them due at once)."""
+    disabled = disabled_tenants(session, {tenant for tenant, _ in groups})
+    paused = [d for key in list(groups) if key[0] in disabled for d in groups.pop(key)]
+    if not paused:
+        return
+    for delivery in paused:
+        delivery.next_attempt_at = now + timedelta(seconds=PAUSE_RECHECK_SECONDS)
+        statuses[delivery.id] = "paused"
+    schedule_retry([d.id for d in paused], PAUSE_RECHECK_SECONDS)
 
 
 def _record_outcome(session: Session, delivery: Delivery, sub: Subscription, result: SendResult,

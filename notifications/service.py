@@ -15,6 +15,7 @@ from notifications.mailer import MAX_PERSONALIZATIONS, Mailer, Recipient
 from store.db import begin_write
 from store.jobs import fires
 from store.models import Job, JobRun, RunRecipient
+from store.revocation import disabled_tenants
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ def run_notifications(
     if job is None or job.deleted or (run.trigger == "schedule" and not fires(job)):
         run.status, run.finished_at = "cancelled", datetime.now(UTC)
         run.error = "job deleted or inactive"
+        session.commit()
+        return "cancelled"
+    if disabled_tenants(session, {job.tenant}):  # store.revocation: its jobs pause
+        run.status, run.finished_at = "cancelled", datetime.now(UTC)
+        run.error = "tenant disabled"
         session.commit()
         return "cancelled"
     now = datetime.now(UTC)

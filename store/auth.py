@@ -74,6 +74,10 @@ class Principal:
     tenant: str
     client_id: str
     scopes: frozenset[str]
+    # What store.revocation checks: the token's jti and the generation it carries (``gen``;
+    # absent = 0) of its client's secret, or of the operator keys for ``cli:`` tokens.
+    jti: str = ""
+    generation: int = 0
 
 
 def hash_secret(secret: str) -> str:
@@ -231,8 +235,10 @@ def mint_token(
     scopes: frozenset[str],
     ttl_seconds: int,
     now: float | None = None,
+    generation: int = 0,
 ) -> str:
-    """Return a signed JWT carrying the tenant and scopes, valid for ``ttl_seconds``."""
+    """Return a signed JWT carrying the tenant and scopes, valid for ``ttl_seconds``, and
+    ``generation`` (store.revocation) as ``gen``."""
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": TOKEN_ISSUER,
@@ -243,6 +249,7 @@ def mint_token(
         "nbf": issued,
         "exp": issued + ttl_seconds,
         "jti": secrets.token_hex(8),
+        "gen": generation,
     }
     return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM)
 
@@ -291,10 +298,13 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
         raise InvalidToken("the access token is invalid")
     tenant = claims.get("tenant")
     scope = claims.get("scope", "")
-    if not isinstance(tenant, str) or not isinstance(scope, str):
+    generation = claims.get("gen", 0)
+    if not isinstance(tenant, str) or not isinstance(scope, str) or \
+            not isinstance(generation, int) or isinstance(generation, bool):
         raise InvalidToken("the access token is invalid")
     principal = Principal(tenant=tenant, client_id=str(claims["sub"]),
-                          scopes=frozenset(scope.split()))
+                          scopes=frozenset(scope.split()), jti=str(claims.get("jti", "")),
+                          generation=generation)
     return principal, float(claims["exp"])
 
 

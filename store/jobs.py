@@ -25,6 +25,7 @@ from store.limits import (
     TIMEZONE_MAX,
 )
 from store.models import Job, JobRun
+from store.revocation import disabled_tenant_names
 from store.schedules import Schedule, ScheduleError, parse_schedule, zone
 
 
@@ -304,6 +305,7 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
     stmt = select(Job).where(
         Job.next_run_at.is_not(None), Job.next_run_at <= now, Job.deleted.is_(False),
         Job.is_active.is_(True), Job.is_scheduled.is_(True),
+        Job.tenant.not_in(disabled_tenant_names()),  # paused while disabled (store.revocation)
     ).order_by(Job.next_run_at).limit(batch)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)

@@ -71,6 +71,9 @@ class Tenant(Base):
     # Space-separated AWS accounts whose queues/topics the tenant may reach with the platform's
     # own credentials; NULL = not opted in (``eventcollector tenant allow-platform-credentials``).
     platform_accounts: Mapped[str | None] = mapped_column(Text)
+    # Set by ``eventcollector tenant disable``: its requests are refused, its deliveries and jobs
+    # pause (store.revocation); NULL = enabled.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiClient(Base):
@@ -89,6 +92,11 @@ class ApiClient(Base):
     scopes: Mapped[str] = mapped_column(String(255), nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Revocation (store.revocation): a revoked client is inactive; every rotation of its secret
+    # bumps ``generation``, which its tokens carry (``gen``): older tokens are refused.
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class EventRecord(Base):
@@ -407,3 +415,23 @@ class StoredDeadLetter(Base):
     retry_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_dead_letters_queue_id", "queue", "id"),)
+class RevokedToken(Base):
+    """A token revoked by its ``jti`` (``eventcollector token revoke JTI``), kept until it would
+    have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class RevocationCounter(Base):
+    """Named counters of store.revocation: ``epoch`` moves with every revocation change (web
+    processes reload their revocation snapshot when it does); ``operator_generation`` is the
+    generation every operator token must carry (``eventcollector token revoke --all``)."""
+
+    __tablename__ = "revocation_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
