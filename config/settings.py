@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from store.limits import full_pattern
+from store.quotas import QUOTA_MAX, Quotas
 
 # An e-mail address: printable ASCII, no spaces, one @ and a dot in the domain (matched whole).
 _EMAIL_RE = full_pattern(r"[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+")
@@ -59,6 +60,8 @@ class Settings:
             (Dramatiq backs off up to 1 s; a lower cap keeps latency low on a quiet queue).
         scheduler_resend_after_seconds: a run committed but never enqueued (the scheduler died
             in between) is enqueued by another tick after this long.
+        quota_subscriptions / quota_jobs / quota_replay_events: default per-tenant quotas
+            (store.quotas); a tenant's own (``eventcollector tenant quota``) win.
     """
 
     database_url: str
@@ -91,6 +94,15 @@ class Settings:
     deliver_linger_ms: int = 20
     delivery_sweep_after_seconds: int = 600
     scheduler_resend_after_seconds: float = 30.0
+    quota_subscriptions: int = 100
+    quota_jobs: int = 100
+    quota_replay_events: int = 100_000
+
+    @property
+    def quotas(self) -> Quotas:
+        """The default per-tenant quotas."""
+        return Quotas(subscriptions=self.quota_subscriptions, jobs=self.quota_jobs,
+                      replay_events=self.quota_replay_events)
 
     @property
     def embedded(self) -> bool:
@@ -265,4 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery_sweep_after_seconds=_int(env, "EC_DELIVERY_SWEEP_AFTER_SECONDS", 600, 10,
                                           7 * 86400),
         scheduler_resend_after_seconds=_int(env, "EC_SCHEDULER_RESEND_AFTER_SECONDS", 30, 1, 3600),
+        quota_subscriptions=_int(env, "EC_QUOTA_SUBSCRIPTIONS", 100, 0, QUOTA_MAX),
+        quota_jobs=_int(env, "EC_QUOTA_JOBS", 100, 0, QUOTA_MAX),
+        quota_replay_events=_int(env, "EC_QUOTA_REPLAY_EVENTS", 100_000, 0, QUOTA_MAX),
     )
