@@ -39,7 +39,7 @@ from store.subscriptions import (
     list_subscriptions,
     pending_by_event,
 )
-from tests.conftest import Caller, as_posted, order_event
+from tests.conftest import Caller, as_posted, internal_id, order_event, shown_id
 from tests.unit import test_subscriptions_api as api_tests
 from tests.unit.test_ingest import assert_error
 from tests.unit.test_subscriptions_api import (
@@ -116,8 +116,8 @@ def test_a_matching_event_is_sent_once_as_get_returns_it_with_attributes(
         == ("evt-1", 1, "succeeded", "stub-1")
     assert entry["errorCode"] is None and entry["errorMessage"] is None
     [row] = deliveries_of(app, "evt-1")
-    assert (row.id, row.status, row.attempts, row.message_id) == (entry["deliveryId"], "succeeded", 1,
-                                                                 "stub-1")
+    assert (shown_id("delivery", row.id), row.status, row.attempts, row.message_id) \
+        == (entry["deliveryId"], "succeeded", 1, "stub-1")
 
 
 def test_a_fifo_queue_gets_the_tenant_entity_group_and_the_event_id_for_deduplication(
@@ -257,8 +257,8 @@ def test_the_attempt_log_filters_by_status_and_paginates(acme: Caller, stub: Stu
     settle(app)
     everything = attempts(acme, sub["id"])
     assert everything["total"] == 5 and everything["next_from_id"] is None
-    ids = [x["id"] for x in everything["deliveries"]]
-    assert ids == sorted(ids)
+    ids = [internal_id("attempt", x["id"]) for x in everything["deliveries"]]
+    assert ids == sorted(ids)  # in the order they happened (the shown ids are opaque)
     # When filtered by status, Then only those attempts are listed and counted
     retrying = attempts(acme, sub["id"], status="retrying")
     assert retrying["total"] == 2
@@ -276,7 +276,7 @@ def test_the_attempt_log_filters_by_status_and_paginates(acme: Caller, stub: Stu
     while True:
         page = attempts(acme, sub["id"], **params)
         assert page["total"] == 5
-        pages.append([x["id"] for x in page["deliveries"]])
+        pages.append([internal_id("attempt", x["id"]) for x in page["deliveries"]])
         if page["next_from_id"] is None:
             break
         params = {"per_page": 2, "from_id": page["next_from_id"]}

@@ -223,7 +223,11 @@ MAPPING: dict[str, Any] = {
     "AttemptParams.from_id": [DeliveryAttempt.__table__.c.id],
     "AttemptParams.per_page": NOT_STORED,
     "SubscriptionListParams.include_inactive": NOT_STORED,
+    "SubscriptionListParams.per_page": NOT_STORED,
+    "SubscriptionListParams.from_id": [Subscription.__table__.c.pk],  # opaque cursor of a pk
     "JobListParams.include_deleted": NOT_STORED,
+    "JobListParams.per_page": NOT_STORED,
+    "JobListParams.from_id": [Job.__table__.c.pk],
     "QuarantineParams.from_id": [Q.id],
     "QuarantineParams.per_page": NOT_STORED,
 }
