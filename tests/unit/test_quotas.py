@@ -21,8 +21,8 @@ from store.events import TENANT_SEQ_BASE as B
 from store.models import Delivery
 from store.quotas import set_quotas
 from tests.conftest import Caller, drain, internal_id, mint, order_event
-from tests.unit.test_ingest import assert_error
 from tests.unit import test_subscriptions_api
+from tests.unit.test_ingest import assert_error
 from tests.unit.test_subscriptions_api import BASE, copy_db, runtime_of, sqs_body, stub_app
 
 template_db = test_subscriptions_api.template_db  # the pre-migrated SQLite file (fixture)
