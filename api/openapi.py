@@ -134,7 +134,8 @@ class TokenResponse(BaseModel):
 
 
 class OpenLoyaltyEvent(BaseModel):
-    id: int = Field(description="sequence number")
+    id: int = Field(description="the tenant's own sequence number (from 10^12 + 1; numbers "
+                                "below 10^12 are the global ones shown before, still accepted)")
     uuid: str = Field(description="the event id")
     payload: Any = Field(description="decoded base64_encoded_payload_json (else the fault)")
     type: str = Field(description="event type, entity name and operation joined by dots")
@@ -237,8 +238,8 @@ class Deactivated(BaseModel):
 
 
 class Attempt(BaseModel):
-    id: int
-    deliveryId: int
+    id: int = Field(description="opaque (says nothing about other tenants); pass as from_id")
+    deliveryId: int = Field(description="opaque, the same for every attempt of a delivery")
     eventId: str
     attempt: int
     attemptedAt: str
@@ -296,7 +297,7 @@ class Job(BaseModel):
 
 
 class JobRun(BaseModel):
-    id: int
+    id: int = Field(description="opaque; the run_id of POST .../run and of SendGrid's custom args")
     fire_time: str
     trigger: str
     status: str
@@ -315,7 +316,7 @@ class JobRuns(BaseModel):
 
 
 class RunQueued(BaseModel):
-    run_id: int
+    run_id: int = Field(description="opaque; the id in the run history")
     status: str = Field(description="queued; or deferred when the broker could not be reached: "
                                     "the run is recorded and the scheduler sends it (do not retry)")
 
@@ -465,6 +466,15 @@ def build_spec() -> dict[str, Any]:
             "Fire now", "jobs", {"202": _json("RunQueued", "queued")}, 404, 409,
             params=[job_path])},
     }
+    quota = ("; or 409 quota_exceeded: the tenant is at a quota (details[].field names it: "
+             "subscriptions, jobs, replay_events or queued_replays; the message gives the limit)")
+    for path, method in ((sub_base, "post"), ("/api/v1/jobs", "post"),
+                         (f"{sub_base}/{{sub_id}}/replay", "post")):
+        paths[path][method]["responses"]["409"]["description"] += quota
+    link = {"Link": {"description": 'RFC 8288: <the next page>; rel="next", when per_page '
+                     "was given and there is more", "schema": {"type": "string"}}}
+    for path in (sub_base, "/api/v1/jobs"):
+        paths[path]["get"]["responses"]["200"]["headers"] = link
     for methods in paths.values():
         for operation in methods.values():
             for status, response in operation["responses"].items():

@@ -22,8 +22,13 @@ class PageParams(BaseModel):
     from a previous page's ``Link``)."""
 
     model_config = ConfigDict(extra="forbid")
-    per_page: int | None = Field(None, ge=1, le=PER_PAGE_MAX)
-    from_id: int | None = Field(None, ge=1, le=DOMAIN)
+    per_page: int | None = Field(
+        None, ge=1, le=PER_PAGE_MAX,
+        description="page size; without it the whole list. When there is more, the answer has "
+                    'a Link: <next page>; rel="next" header')
+    from_id: int | None = Field(
+        None, ge=1, le=DOMAIN,
+        description="where the page starts: the opaque cursor in the previous page's Link")
 
 
 def cipher() -> IdCipher:
