@@ -57,7 +57,7 @@ class Event(BaseModel):
 class QuarantineDetails(BaseModel):
     """Why and since when an accepted event is quarantined."""
 
-    id: int = Field(description="the quarantine entry's id (from_id of GET /api/v1/quarantine)")
+    id: int = Field(description="the quarantine entry's id, opaque (from_id of GET /api/v1/quarantine)")
     reason: str = Field(description="why the database refused the event (no values quoted)")
     error: str = Field(description="the database error's class, e.g. StringDataRightTruncation")
     quarantined_at: str

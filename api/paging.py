@@ -74,3 +74,12 @@ def quota_error(exc: QuotaExceeded) -> ApiError:
     return ApiError(409, "quota_exceeded", str(exc),
                     [{"field": exc.quota, "message": f"quota {exc.quota} is {exc.limit}",
                       "type": "quota_exceeded"}])
+
+
+def shown_quarantine(document: dict[str, Any]) -> dict[str, Any]:
+    """A quarantined event's document with its entry id shown opaque."""
+    details = document.get("quarantine")
+    if not isinstance(details, dict):
+        return document
+    return {**document, "quarantine": {**details, "id": cipher().encode("quarantine",
+                                                                        details["id"])}}

@@ -161,7 +161,8 @@ def _row(entity_id: str | None, replay: bool = False,
                 "event_payload": {"base64_encoded_payload_json": None, "base64_encoded_fault_json": None,
                                   "entity_id": None, "key_attributes": {}, "operation": None},
                 "received_at": "2026-01-01T00:00:00.000Z"}
-    return document, Delivery(id=delivery_id, replay=replay)
+    return document, Delivery(id=delivery_id, replay=replay,
+                              created_at=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def test_build_message_leaves_out_empty_attributes_and_falls_back_to_the_event_id() -> None:
@@ -181,7 +182,8 @@ def test_build_message_hashes_ids_fifo_would_refuse_and_replays_get_their_own_de
     message = build_message("acme", document, delivery)
     # Then the group id is its SHA-256, and a replay is deduplicated apart from the original
     assert message.group_id == hashlib.sha256(b"acme:order 1").hexdigest()
-    assert message.deduplication_id == "evt-x:replay:42"
+    # (told apart by when the replay was recorded, not by the internal delivery id)
+    assert message.deduplication_id == "evt-x:replay:1767225600000000"
 
 
 # --- retries and failures -----------------------------------------------------------------------

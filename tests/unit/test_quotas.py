@@ -295,6 +295,29 @@ def test_attempt_delivery_and_run_ids_are_opaque_and_their_cursor_pages(
     assert [r["id"] for r in runs] == [run_id]
 
 
+def test_quarantine_entry_ids_are_opaque_and_page(app: Any, acme: Caller) -> None:
+    from store.quarantine import quarantine
+
+    # Given three quarantined events of acme (entries 1, 2, 3 of the global sequence)
+    with runtime_of(app).sessions() as session:
+        for i in range(3):
+            quarantine(session, "acme", {**order_event(id=f"q-{i}"),
+                                         "received_at": "2026-01-01T00:00:00.000Z"},
+                       ValueError("refused"), retried=False)
+        session.commit()
+    listed = acme.get("/api/v1/quarantine").get_json()
+    shown = [e["quarantine"]["id"] for e in listed["events"]]
+    # Then the ids shown are not the sequence, GET /api/v1/events/{id} shows the same one
+    assert [internal_id("quarantine", q) for q in shown] == [1, 2, 3]
+    assert set(shown).isdisjoint(range(1, 1000))
+    assert acme.get("/api/v1/events/q-1").get_json()["quarantine"]["id"] == shown[1]
+    # And the cursor pages
+    first = acme.get("/api/v1/quarantine", query_string={"per_page": 2}).get_json()
+    rest = acme.get("/api/v1/quarantine", query_string={"per_page": 2,
+                                                        "from_id": first["next_from_id"]})
+    assert [e["quarantine"]["id"] for e in first["events"] + rest.get_json()["events"]] == shown
+
+
 # --- migration 0009 and concurrent numbering on SQLite ---------------------------------------
 
 def test_migration_0009_renumbers_events_per_tenant_and_keeps_legacy_cursors_on_sqlite(
