@@ -59,8 +59,10 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 _NAMES = ", ".join(c for c, _ in _COLUMNS)
 # tenant_seq: the tenant's highest number so far (a unique index lookup) plus the row's position
-# among the new rows; ids already stored are left out first so that numbers have no gaps. Every
-# inserting transaction holds the sequence lock (lock_sequence), so the max cannot move under it.
+# in the batch. Every inserting transaction holds the sequence lock (lock_sequence), so the max
+# cannot move under it. An id already stored (a redelivered message) leaves its number unused: a
+# gap in the tenant's own numbers, which tells it nothing about anyone else. (Leaving such ids
+# out first with NOT EXISTS made the statement 1.3 times slower per 1,000 rows.)
 _RECORDSET_INSERT = text(
     f"INSERT INTO events ({_NAMES}, tenant_seq) SELECT {_NAMES}, "
     "(SELECT COALESCE(MAX(e.tenant_seq), :base) FROM events e WHERE e.tenant = :tenant) "
@@ -68,8 +70,6 @@ _RECORDSET_INSERT = text(
     f"FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) "
     f"AS ({', '.join(f'{c} {t}' for c, t in _COLUMNS)})) "
     f"WITH ORDINALITY AS r({_NAMES}, ord) "
-    "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.tenant = r.tenant "
-    "AND e.event_id = r.event_id) "
     "ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id"
 )
 
