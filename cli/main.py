@@ -186,12 +186,11 @@ def cmd_tenant_quota(args: argparse.Namespace) -> int:
         if given == "default" or args.reset:
             values[name] = None
         elif given is not None:
-            try:
-                values[name] = int(given)
-            except ValueError:
-                print(f"error: --{name.replace('_', '-')} must be an integer or 'default'",
-                      file=sys.stderr)
+            if not (given.isascii() and given.isdigit()):  # int() would take " 5" and "٥"
+                print(f"error: --{name.replace('_', '-')} must be an integer 0 to 100000000 "
+                      "or 'default'", file=sys.stderr)
                 return 1
+            values[name] = int(given)
     if not values:
         print("error: give --subscriptions, --jobs, --replay-events (N or 'default') or --reset",
               file=sys.stderr)

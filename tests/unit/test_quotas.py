@@ -375,6 +375,7 @@ def test_tenant_quota_sets_shows_and_resets(tmp_path: Path, monkeypatch: pytest.
     assert {q["source"] for q in shown.values()} == {"default"}
     # Bad values and unknown tenants exit 1 with a message
     for argv in (("shop", "--jobs", "-1"), ("shop", "--jobs", "many"), ("shop",),
-                 ("nobody", "--jobs", "1"), ("shop", "--jobs", str(10**9))):
+                 ("nobody", "--jobs", "1"), ("shop", "--jobs", str(10**9)),
+                 ("shop", "--jobs", "٥"), ("shop", "--jobs", "5\n")):
         code, _, err = run("tenant", "quota", *argv)
         assert code == 1 and err.startswith("error: "), (argv, err)
