@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, json_response
+from api.paging import shown_quarantine
 from api.security import require
 from store.domain import (
     EVENT_ID_RE,
@@ -121,7 +122,7 @@ def get_one(event_id: str) -> Response:
                 document = {**to_document(row), "status": "stored"}
             else:
                 held = get_quarantined(session, tenant, event_id)
-                document = quarantine_api(held) if held is not None else None
+                document = shown_quarantine(quarantine_api(held)) if held is not None else None
     except SQLAlchemyError:
         accepted = runtime.intake.lookup(tenant, event_id)
         if accepted is None:

@@ -6,12 +6,14 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from api.events import valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
+from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_runs
+from store.db import begin_write
 from store.jobs import (
     JobError,
     JobExists,
@@ -27,6 +29,7 @@ from store.jobs import (
     to_api,
     update_job,
 )
+from store.quotas import QuotaExceeded, check_jobs
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
@@ -69,9 +72,13 @@ def create() -> Response:
     data = _parse(json_body())
     with _runtime().sessions() as session:
         try:
+            begin_write(session)
+            check_jobs(session, g.principal.tenant, _runtime().settings.quotas)
             job = create_job(session, g.principal.tenant, data)
         except JobError as exc:
             raise _domain(exc) from None
+        except QuotaExceeded as exc:
+            raise quota_error(exc) from None
         body = to_api(job)
     return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
 
@@ -128,8 +135,7 @@ def delete_by_post(job_id: str) -> Response:
     return _delete(job_id)
 
 
-class ListParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ListParams(PageParams):
     include_deleted: bool = False
 
 
@@ -139,8 +145,11 @@ def list_all() -> Response:
     params = g.query
     assert isinstance(params, ListParams)
     with _runtime().sessions() as session:
-        jobs = list_jobs(session, g.principal.tenant, include_deleted=params.include_deleted)
-        return json_response([to_api(j) for j in jobs])
+        jobs = list_jobs(session, g.principal.tenant, include_deleted=params.include_deleted,
+                         from_pk=decode_cursor("job", params.from_id),
+                         limit=params.per_page + 1 if params.per_page else None)
+        jobs, link = page_of(jobs, params.per_page, "job")
+        return json_response([to_api(j) for j in jobs], headers=link)
 
 
 @bp.get(f"{BASE}/<string:job_id>")
@@ -162,7 +171,9 @@ def runs(job_id: str) -> Response:
         job = get_job(session, g.principal.tenant, job_id)
         if job is None:
             raise _not_found()
-        return json_response({"runs": [run_to_api(r) for r in list_runs(session, job)]})
+        ids = cipher()
+        return json_response({"runs": [{**run_to_api(r), "id": ids.encode("run", r.id)}
+                                       for r in list_runs(session, job)]})
 
 
 @bp.post(f"{BASE}/<string:job_id>/run")
@@ -183,7 +194,8 @@ def run(job_id: str) -> Response:
         # The run is committed: the scheduler re-sends a run left unsent for
         # EC_SCHEDULER_RESEND_AFTER_SECONDS. Retrying would start a second run.
         log.warning("run %s deferred to the scheduler: %s", run_id, exc)
-        return json_response({"run_id": run_id, "status": "deferred"}, 202)
+        return json_response({"run_id": cipher().encode("run", run_id), "status": "deferred"},
+                             202)
     with runtime.sessions() as session:
         mark_enqueued(session, [run_id])
-    return json_response({"run_id": run_id, "status": "queued"}, 202)
+    return json_response({"run_id": cipher().encode("run", run_id), "status": "queued"}, 202)

@@ -11,7 +11,7 @@ from api.events import Direction, valid_event_id
 from api.http import ApiError, json_response
 from api.security import require
 from store.domain import format_time, payload_view
-from store.events import EventQuery, get_event, get_event_by_seq, list_events
+from store.events import EventQuery, get_event, get_event_by_number, list_events
 from store.limits import SEQ_MAX
 from store.models import EventRecord
 
@@ -48,7 +48,7 @@ def to_open_loyalty(row: EventRecord) -> dict[str, Any]:
                            "base64_encoded_fault_json": row.fault_b64}}
     )
     return {
-        "id": row.seq,
+        "id": row.tenant_seq,
         "uuid": row.event_id,
         "payload": payload if payload is not None else {},
         "type": event_type_name(row),
@@ -79,7 +79,7 @@ def get_ol(event_id: str) -> Response:
     with runtime.sessions() as session:
         row = None
         if event_id.isascii() and event_id.isdigit() and len(event_id) < 19:
-            row = get_event_by_seq(session, g.principal.tenant, int(event_id))
+            row = get_event_by_number(session, g.principal.tenant, int(event_id))
         if row is None:
             row = get_event(session, g.principal.tenant, event_id)
         if row is None:

@@ -61,7 +61,7 @@ class Event(BaseModel):
 class QuarantineDetails(BaseModel):
     """Why and since when an accepted event is quarantined."""
 
-    id: int = Field(description="the quarantine entry's id (from_id of GET /api/v1/quarantine)")
+    id: int = Field(description="the quarantine entry's id, opaque (from_id of GET /api/v1/quarantine)")
     reason: str = Field(description="why the database refused the event (no values quoted)")
     error: str = Field(description="the database error's class, e.g. StringDataRightTruncation")
     quarantined_at: str
@@ -152,7 +152,8 @@ class TokenResponse(BaseModel):
 
 
 class OpenLoyaltyEvent(BaseModel):
-    id: int = Field(description="sequence number")
+    id: int = Field(description="the tenant's own sequence number (from 10^12 + 1; numbers "
+                                "below 10^12 are the global ones shown before, still accepted)")
     uuid: str = Field(description="the event id")
     payload: Any = Field(description=(
         "base64_encoded_payload_json (else base64_encoded_fault_json) decoded: the JSON value when "
@@ -270,8 +271,8 @@ class Deactivated(BaseModel):
 
 
 class Attempt(BaseModel):
-    id: int
-    deliveryId: int
+    id: int = Field(description="opaque (says nothing about other tenants); pass as from_id")
+    deliveryId: int = Field(description="opaque, the same for every attempt of a delivery")
     eventId: str
     attempt: int
     attemptedAt: str
@@ -329,7 +330,7 @@ class Job(BaseModel):
 
 
 class JobRun(BaseModel):
-    id: int
+    id: int = Field(description="opaque; the run_id of POST .../run and of SendGrid's custom args")
     fire_time: str
     trigger: str
     status: str
@@ -348,7 +349,7 @@ class JobRuns(BaseModel):
 
 
 class RunQueued(BaseModel):
-    run_id: int
+    run_id: int = Field(description="opaque; the id in the run history")
     status: str = Field(description="queued; or deferred when the broker could not be reached: "
                                     "the run is recorded and the scheduler sends it (do not retry)")
 
@@ -506,6 +507,15 @@ def build_spec() -> dict[str, Any]:
     token_answers["503"]["description"] = (
         "database unavailable, or the process's slow secret checks all busy; retry after "
         "Retry-After seconds")
+    quota = ("; or 409 quota_exceeded: the tenant is at a quota (details[].field names it: "
+             "subscriptions, jobs, replay_events or queued_replays; the message gives the limit)")
+    for path, method in ((sub_base, "post"), ("/api/v1/jobs", "post"),
+                         (f"{sub_base}/{{sub_id}}/replay", "post")):
+        paths[path][method]["responses"]["409"]["description"] += quota
+    link = {"Link": {"description": 'RFC 8288: <the next page>; rel="next", when per_page '
+                     "was given and there is more", "schema": {"type": "string"}}}
+    for path in (sub_base, "/api/v1/jobs"):
+        paths[path]["get"]["responses"]["200"]["headers"] = link
     for methods in paths.values():
         for operation in methods.values():
             for status, response in operation["responses"].items():

@@ -6,8 +6,9 @@ from flask import Blueprint, Response, current_app, g
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.http import json_response
+from api.paging import cipher, decode_cursor, shown_quarantine
 from api.security import require
-from store.limits import SEQ_MAX
+from store.opaque import DOMAIN
 from store.quarantine import list_quarantined, to_api
 
 bp = Blueprint("quarantine", __name__)
@@ -18,8 +19,9 @@ class QuarantineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    from_id: int | None = Field(None, ge=1, le=SEQ_MAX,
-                                description="a quarantine entry's id (quarantine.id) to start at")
+    from_id: int | None = Field(None, ge=1, le=DOMAIN,
+                                description="a quarantine entry's id (quarantine.id, opaque) to "
+                                            "start at")
     per_page: int = Field(10, ge=1, le=100)
 
 
@@ -29,8 +31,10 @@ def list_all() -> Response:
     params = g.query
     assert isinstance(params, QuarantineParams)
     with current_app.extensions["ec.runtime"].sessions() as session:
-        page = list_quarantined(session, tenant=g.principal.tenant, from_id=params.from_id,
+        page = list_quarantined(session, tenant=g.principal.tenant,
+                                from_id=decode_cursor("quarantine", params.from_id),
                                 per_page=params.per_page)
-        events = [to_api(r) for r in page.rows]
+        events = [shown_quarantine(to_api(r)) for r in page.rows]
     return json_response({"events": events, "total": page.total,
-                          "next_from_id": page.next_from_id})
+                          "next_from_id": (cipher().encode("quarantine", page.next_from_id)
+                                           if page.next_from_id is not None else None)})

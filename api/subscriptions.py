@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from api.events import Moment, valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
+from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
 from broker.dispatch import BrokerUnavailable, enqueue_deliveries
 from delivery.service import NOT_ALLOWED, NotAllowed, build_message, destination_of
@@ -19,8 +20,15 @@ from store.db import begin_write
 from store.deliveries import list_attempts, replay_deliveries
 from store.domain import format_time, new_event_id
 from store.identity import tenant_aws
-from store.limits import SEQ_MAX
 from store.models import Delivery
+from store.opaque import DOMAIN
+from store.quotas import (
+    QuotaExceeded,
+    check_no_queued_replay,
+    check_subscriptions,
+    lock_subscription,
+    tenant_quotas,
+)
 from store.subscriptions import (
     SubscriptionError,
     SubscriptionExists,
@@ -37,7 +45,6 @@ from store.subscriptions import (
 log = logging.getLogger(__name__)
 bp = Blueprint("subscriptions", __name__)
 BASE = "/api/v1/event-subscription"
-REPLAY_LIMIT = 100_000
 
 
 def _runtime() -> Any:
@@ -81,9 +88,13 @@ def create() -> Response:
     data = _parse_subscription(json_body())
     with _runtime().sessions() as session:
         try:
+            begin_write(session)
+            check_subscriptions(session, g.principal.tenant, _runtime().settings.quotas)
             sub = create_subscription(session, g.principal.tenant, data, _runtime().box)
         except SubscriptionError as exc:
             raise _domain_error(exc) from None
+        except QuotaExceeded as exc:
+            raise quota_error(exc) from None
         [body] = _shown(session, [sub])
     return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
 
@@ -125,8 +136,7 @@ def update_by_path(sub_id: str) -> Response:
     return _update(sub_id, json_body())
 
 
-class ListParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ListParams(PageParams):
     include_inactive: bool = False
 
 
@@ -136,9 +146,12 @@ def list_all() -> Response:
     params = g.query
     assert isinstance(params, ListParams)
     with _runtime().sessions() as session:
-        subs = list_subscriptions(session, g.principal.tenant,
-                                  include_inactive=params.include_inactive)
-        return json_response(_shown(session, subs))
+        subs = list_subscriptions(
+            session, g.principal.tenant, include_inactive=params.include_inactive,
+            from_pk=decode_cursor("subscription", params.from_id),
+            limit=params.per_page + 1 if params.per_page else None)
+        subs, link = page_of(subs, params.per_page, "subscription")
+        return json_response(_shown(session, subs), headers=link)
 
 
 @bp.get(f"{BASE}/<string:sub_id>")
@@ -181,7 +194,7 @@ class AttemptParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["succeeded", "retrying", "failed"] | None = None
     since: Moment | None = None
-    from_id: int | None = Field(None, ge=1, le=SEQ_MAX)
+    from_id: int | None = Field(None, ge=1, le=DOMAIN)
     per_page: int = Field(50, ge=1, le=500)
 
 
@@ -195,9 +208,15 @@ def deliveries(sub_id: str) -> Response:
         if get_subscription(session, g.principal.tenant, sub_id) is None:
             raise _not_found()
         page = list_attempts(session, g.principal.tenant, sub_id, status=params.status,
-                             since=params.since, from_id=params.from_id, per_page=params.per_page)
-    return json_response({"deliveries": page.attempts, "total": page.total,
-                          "next_from_id": page.next_from_id})
+                             since=params.since,
+                             from_id=decode_cursor("attempt", params.from_id),
+                             per_page=params.per_page)
+    ids = cipher()
+    shown = [{**a, "id": ids.encode("attempt", a["id"]),
+              "deliveryId": ids.encode("delivery", a["deliveryId"])} for a in page.attempts]
+    return json_response({"deliveries": shown, "total": page.total,
+                          "next_from_id": (ids.encode("attempt", page.next_from_id)
+                                           if page.next_from_id is not None else None)})
 
 
 class ReplayIn(BaseModel):
@@ -230,10 +249,18 @@ def replay(sub_id: str) -> Response:
         if not sub.active:
             raise ApiError(409, "inactive", "reactivate the subscription (PUT active=true) before "
                            "replaying")
-        ids = replay_deliveries(session, sub, window.since, window.until, REPLAY_LIMIT)
+        lock_subscription(session, sub)
+        limit = tenant_quotas(session, sub.tenant, runtime.settings.quotas).replay_events
+        try:
+            check_no_queued_replay(session, sub)
+        except QuotaExceeded as exc:
+            raise quota_error(exc) from None
+        ids = replay_deliveries(session, sub, window.since, window.until, limit)
         if ids is None:
-            raise ApiError(400, "replay_too_large",
-                           f"more than {REPLAY_LIMIT} events match: replay a shorter range")
+            raise quota_error(QuotaExceeded(
+                "replay_events", limit,
+                f"more than {limit} events match, the tenant's quota for one replay: replay a "
+                "shorter range"))
         session.commit()
     try:
         queued = enqueue_deliveries(runtime.broker, ids)

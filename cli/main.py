@@ -240,10 +240,14 @@ def _tenant_session(func):  # type: ignore[no-untyped-def]
 
 def cmd_tenant_show(args: argparse.Namespace) -> int:
     from store.identity import tenant_report
+    from store.quotas import quota_report
     from store.revocation import access_report
 
+    defaults = _settings().quotas
     report = _tenant_session(lambda session: {**tenant_report(session, args.name),
-                                              **access_report(session, args.name)})
+                                              **access_report(session, args.name),
+                                              "quotas": quota_report(session, args.name,
+                                                                     defaults)})
     if report is None:
         return 1
     if args.json:
@@ -278,6 +282,51 @@ def cmd_tenant_show(args: argparse.Namespace) -> int:
               f"(deactivated at their next delivery): {len(risk)}")
         for sub in risk:
             print(f"  {sub['id']}  {sub['type']} {sub['target']}")
+    _print_quotas(report["quotas"])
+    return 0
+
+
+def _print_quotas(quotas: dict[str, dict[str, object]]) -> None:
+    print("quotas:               " + ", ".join(
+        f"{name} {q['limit']} ({q['source']}"
+        + (f", {q['used']} used)" if q["used"] is not None else ")")
+        for name, q in quotas.items()) + "; one queued replay per subscription")
+
+
+def cmd_tenant_quota(args: argparse.Namespace) -> int:
+    from store.auth import UnknownTenant
+    from store.quotas import InvalidQuota, quota_report, set_quotas
+
+    settings = _settings()
+    values: dict[str, int | None] = {}
+    for name in ("subscriptions", "jobs", "replay_events"):
+        given = getattr(args, name)
+        if given == "default" or args.reset:
+            values[name] = None
+        elif given is not None:
+            if not (given.isascii() and given.isdigit()):  # int() would take " 5" and "٥"
+                print(f"error: --{name.replace('_', '-')} must be an integer 0 to 100000000 "
+                      "or 'default'", file=sys.stderr)
+                return 1
+            values[name] = int(given)
+    if not values:
+        print("error: give --subscriptions, --jobs, --replay-events (N or 'default') or --reset",
+              file=sys.stderr)
+        return 1
+
+    def apply(session):  # type: ignore[no-untyped-def]
+        set_quotas(session, args.name, values)
+        return quota_report(session, args.name, settings.quotas)
+
+    try:
+        report = _tenant_session(apply)
+    except (UnknownTenant, InvalidQuota) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if report is None:
+        return 1
+    print(f"{args.name}:")
+    _print_quotas(report)
     return 0
 
 
@@ -626,6 +675,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_tenant_show)
+
+    quota = tenant_sub.add_parser(
+        "quota", help="set a tenant's quotas (N, or 'default' for the deployment's EC_QUOTA_*)")
+    quota.add_argument("name")
+    quota.add_argument("--subscriptions", help="subscriptions it may hold (active or not)")
+    quota.add_argument("--jobs", help="jobs it may hold (deleted ones not counted)")
+    quota.add_argument("--replay-events", dest="replay_events",
+                       help="events one replay may cover")
+    quota.add_argument("--reset", action="store_true", help="every quota back to the defaults")
+    quota.set_defaults(func=cmd_tenant_quota)
 
     allow = tenant_sub.add_parser(
         "allow-platform-credentials",

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from store.limits import full_pattern
+from store.quotas import QUOTA_MAX, Quotas
 
 # An e-mail address: printable ASCII, no spaces, one @ and a dot in the domain (matched whole).
 _EMAIL_RE = full_pattern(r"[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+")
@@ -73,6 +74,8 @@ class Settings:
             beyond, the token endpoint answers 503 with Retry-After.
         token_max_ttl_seconds: the longest lifetime of any token (token endpoint, CLI, dev).
         revocation_check_seconds: how often a web process looks for revocations (≤ 30).
+        quota_subscriptions / quota_jobs / quota_replay_events: default per-tenant quotas
+            (store.quotas); a tenant's own (``eventcollector tenant quota``) win.
     """
 
     database_url: str
@@ -114,6 +117,15 @@ class Settings:
     token_checks_per_process: int = 4
     token_max_ttl_seconds: int = 86400
     revocation_check_seconds: int = 10
+    quota_subscriptions: int = 100
+    quota_jobs: int = 100
+    quota_replay_events: int = 100_000
+
+    @property
+    def quotas(self) -> Quotas:
+        """The default per-tenant quotas."""
+        return Quotas(subscriptions=self.quota_subscriptions, jobs=self.quota_jobs,
+                      replay_events=self.quota_replay_events)
 
     @property
     def embedded(self) -> bool:
@@ -326,4 +338,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_failures_per_source=_int(env, "EC_TOKEN_FAILURES_PER_SOURCE", 30, 0, 1_000_000),
         trusted_proxy_count=_int(env, "EC_TRUSTED_PROXY_COUNT", 0, 0, 16),
         token_checks_per_process=_int(env, "EC_TOKEN_CHECKS_PER_PROCESS", 4, 1, 1024),
+        quota_subscriptions=_int(env, "EC_QUOTA_SUBSCRIPTIONS", 100, 0, QUOTA_MAX),
+        quota_jobs=_int(env, "EC_QUOTA_JOBS", 100, 0, QUOTA_MAX),
+        quota_replay_events=_int(env, "EC_QUOTA_REPLAY_EVENTS", 100_000, 0, QUOTA_MAX),
     )

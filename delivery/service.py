@@ -55,6 +55,18 @@ def _fifo_id(value: str) -> str:
     return value if _SAFE_ID.fullmatch(value) else hashlib.sha256(value.encode()).hexdigest()
 
 
+def _replay_stamp(delivery: Delivery) -> int:
+    """What tells a replay's message apart from the original and from other replays, the same
+    on every retry: when the replay was recorded (microseconds), not the delivery's internal id,
+    which would tell the tenant's queue consumers how many deliveries all tenants have."""
+    created = delivery.created_at
+    if created is None:
+        return 0
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return int(created.timestamp() * 1_000_000)
+
+
 def build_message(tenant: str, document: dict[str, Any], delivery: Delivery) -> OutgoingMessage:
     """The event exactly as GET returns it, with attributes for SNS filter policies."""
     payload = document.get("event_payload") or {}
@@ -65,7 +77,7 @@ def build_message(tenant: str, document: dict[str, Any], delivery: Delivery) -> 
         "operation": payload.get("operation"),
         "event_id": document["id"],
     }
-    dedup = document["id"] if not delivery.replay else f"{document['id']}:replay:{delivery.id}"
+    dedup = document["id"] if not delivery.replay else f"{document['id']}:replay:{_replay_stamp(delivery)}"
     return OutgoingMessage(
         body=orjson.dumps(document).decode(),
         attributes={k: v for k, v in attributes.items() if v},

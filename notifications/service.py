@@ -59,8 +59,12 @@ def _recipient(job: Job, planned: Planned) -> Recipient:
 def run_notifications(
     session: Session, run_id: int, *, mailer: Mailer,
     schedule_retry: Callable[[float], None], batch_size: int = MAX_PERSONALIZATIONS,
+    shown_run_id: Callable[[int], int] = lambda run_id: run_id,
 ) -> str:
     """Carry out run ``run_id``; commit after each batch; return the run's status.
+
+    ``shown_run_id`` gives the run id as the API shows it to the tenant (opaque: store.opaque);
+    it is the ``run_id`` custom argument SendGrid reports back to the tenant.
 
     Customers already mailed in this run are never mailed again: a retry plans afresh and
     leaves them out.
@@ -97,7 +101,7 @@ def run_notifications(
     run.skipped = skipped
     session.commit()
 
-    custom_args = {"tenant": job.tenant, "job_id": job.id, "run_id": str(run.id)}
+    custom_args = {"tenant": job.tenant, "job_id": job.id, "run_id": str(shown_run_id(run.id))}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         result = mailer.send(job.template_id, [_recipient(job, p) for p in chunk], custom_args)

@@ -209,11 +209,15 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job | None:
     ).scalar_one_or_none()
 
 
-def list_jobs(session: Session, tenant: str, *, include_deleted: bool) -> list[Job]:
+def list_jobs(session: Session, tenant: str, *, include_deleted: bool,
+              from_pk: int | None = None, limit: int | None = None) -> list[Job]:
+    """In creation order; from internal key ``from_pk`` on, at most ``limit``."""
     stmt = select(Job).where(Job.tenant == tenant)
     if not include_deleted:
         stmt = stmt.where(Job.deleted.is_(False))
-    return list(session.execute(stmt.order_by(Job.pk)).scalars())
+    if from_pk is not None:
+        stmt = stmt.where(Job.pk >= from_pk)
+    return list(session.execute(stmt.order_by(Job.pk).limit(limit)).scalars())
 
 
 def _time(moment: datetime | None) -> str | None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -74,6 +75,10 @@ class Tenant(Base):
     # Set by ``eventcollector tenant disable``: its requests are refused, its deliveries and jobs
     # pause (store.revocation); NULL = enabled.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Quotas (store.quotas); NULL = the deployment's default (EC_QUOTA_*).
+    quota_subscriptions: Mapped[int | None] = mapped_column(Integer)
+    quota_jobs: Mapped[int | None] = mapped_column(Integer)
+    quota_replay_events: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiClient(Base):
@@ -100,7 +105,9 @@ class ApiClient(Base):
 
 
 class EventRecord(Base):
-    """One stored event. ``seq`` is the monotonically increasing sequence number (commit order)."""
+    """One stored event. ``seq`` is the monotonically increasing sequence number (commit order),
+    internal; ``tenant_seq`` the tenant's own sequence number, the ``id``/``fromId`` shown to it
+    (store.events.TENANT_SEQ_BASE)."""
 
     __tablename__ = "events"
 
@@ -123,9 +130,11 @@ class EventRecord(Base):
     body_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    tenant_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     __table_args__ = (
         UniqueConstraint("tenant", "event_id", name="uq_events_tenant_event_id"),
+        Index("uq_events_tenant_seq", "tenant", "tenant_seq", unique=True),
         Index("ix_events_tenant_seq", "tenant", "seq"),
         Index("ix_events_tenant_entity", "tenant", "entity_name", "seq"),
         Index("ix_events_tenant_type", "tenant", "event_type", "seq"),
@@ -214,6 +223,10 @@ class Delivery(Base):
         Index("ix_deliveries_tenant_event", "tenant", "event_id"),
         Index("ix_deliveries_subscription", "subscription_id", "id"),
         Index("ix_deliveries_status", "status", "next_attempt_at"),
+        # A subscription's pending replay deliveries (one replay at a time: store.quotas).
+        Index("ix_deliveries_pending_replay", "tenant", "subscription_id",
+              postgresql_where=text("replay = true AND status = 'pending'"),
+              sqlite_where=text("replay = 1 AND status = 'pending'")),
     )
 
 

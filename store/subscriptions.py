@@ -460,11 +460,15 @@ def get_subscription(session: Session, tenant: str, sub_id: str) -> Subscription
     ).scalar_one_or_none()
 
 
-def list_subscriptions(session: Session, tenant: str, *, include_inactive: bool) -> list[Subscription]:
+def list_subscriptions(session: Session, tenant: str, *, include_inactive: bool,
+                       from_pk: int | None = None, limit: int | None = None) -> list[Subscription]:
+    """In creation order; from internal key ``from_pk`` on, at most ``limit``."""
     stmt = select(Subscription).where(Subscription.tenant == tenant)
     if not include_inactive:
         stmt = stmt.where(Subscription.active.is_(True))
-    return list(session.execute(stmt.order_by(Subscription.pk)).scalars())
+    if from_pk is not None:
+        stmt = stmt.where(Subscription.pk >= from_pk)
+    return list(session.execute(stmt.order_by(Subscription.pk).limit(limit)).scalars())
 
 
 def deactivate_subscription(session: Session, sub: Subscription, reason: str, now: datetime) -> None:

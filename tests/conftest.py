@@ -81,6 +81,21 @@ class Caller:
         return self.client.get(path, headers=self.headers(), **kw)
 
 
+def shown_id(kind: str, internal: int) -> int:
+    """The opaque id the API shows for an internal row number (store.opaque), under SECRET."""
+    from store.opaque import IdCipher
+
+    return IdCipher.from_secret(SECRET).encode(kind, internal)
+
+
+def internal_id(kind: str, shown: int) -> int:
+    from store.opaque import IdCipher
+
+    found = IdCipher.from_secret(SECRET).decode(kind, shown)
+    assert found is not None
+    return found
+
+
 def mint(tenant: str, scopes: frozenset[str] | None = None, ttl: int = 600) -> str:
     from store.auth import SCOPES, mint_token
 

@@ -16,6 +16,7 @@ import dramatiq
 from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
 from config.settings import ConfigError, Settings, load_settings
+from store.opaque import IdCipher
 from workers.deliver import declare_deliver_actor
 from workers.notify import declare_notify_actor
 from workers.persist import declare_persist_actor
@@ -31,7 +32,9 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
         policy=runtime.retry_policy, linger=runtime.settings.deliver_linger_ms / 1000,
     )
     assert runtime.mailer is not None
-    notify = declare_notify_actor(runtime.broker, runtime.sessions, mailer=runtime.mailer)
+    ids = IdCipher.from_secret(runtime.settings.token_secret)
+    notify = declare_notify_actor(runtime.broker, runtime.sessions, mailer=runtime.mailer,
+                                  shown_run_id=lambda run_id: ids.encode("run", run_id))
     return {a.actor_name: a for a in (persist, deliver, notify)}
 
 

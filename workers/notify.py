@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def declare_notify_actor(broker: dramatiq.Broker, sessions: sessionmaker[Session], *,
-                         mailer: Mailer) -> dramatiq.Actor:
+                         mailer: Mailer,
+                         shown_run_id: Callable[[int], int] = lambda run_id: run_id,
+                         ) -> dramatiq.Actor:
     """Declare ``send_notifications`` on ``broker`` (queue ``notifications``) and return it."""
 
     def send_notifications(run_id: int) -> None:
@@ -27,7 +30,8 @@ def declare_notify_actor(broker: dramatiq.Broker, sessions: sessionmaker[Session
         with sessions() as session:
             try:
                 status = run_notifications(session, run_id, mailer=mailer,
-                                           schedule_retry=schedule_retry)
+                                           schedule_retry=schedule_retry,
+                                           shown_run_id=shown_run_id)
             except Exception:
                 session.rollback()
                 raise

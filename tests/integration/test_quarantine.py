@@ -282,13 +282,17 @@ def test_the_migrated_schema_holds_what_the_contract_accepts(private_pg: str) ->
     assert "ix_events_tenant_correlation" not in indexes
 
 
-def _events_row(conn: Any, event_id: str, correlation: str) -> None:
+def _events_row(conn: Any, event_id: str, correlation: str,
+                tenant_seq: int | None = None) -> None:
+    """A raw events row; ``tenant_seq`` from revision 0009 on (the column is required there)."""
+    extra = (", tenant_seq", ", :tseq") if tenant_seq is not None else ("", "")
     conn.execute(text(
         "INSERT INTO events (tenant, event_id, event_source, event_type, key_attributes, "
-        "correlation_id, body_hash, received_at, stored_at) VALUES ('acme', :id, 'CONNECTOR', "
-        "'FAULT', :attrs, :corr, :h, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+        f"correlation_id, body_hash, received_at, stored_at{extra[0]}) VALUES ('acme', :id, "
+        "'CONNECTOR', 'FAULT', :attrs, :corr, :h, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP"
+        f"{extra[1]})"),
         {"id": event_id, "attrs": json.dumps({"correlationId": correlation}), "corr": correlation,
-         "h": "0" * 64})
+         "h": "0" * 64, "tseq": tenant_seq})
 
 
 def test_migration_0006_on_a_postgresql_database_that_holds_rows(pg_url: str) -> None:
@@ -323,7 +327,7 @@ def check_migration_0006(url: str) -> None:
     upgrade(url)
     long_corr = "".join(chr(0x10000 + (i * 7919) % 0xFFFF) for i in range(2048))
     with engine.begin() as conn:
-        _events_row(conn, "new-long", long_corr)
+        _events_row(conn, "new-long", long_corr, tenant_seq=10**12 + 4)
     with Session(engine) as session:
         assert [r.event_id for r in list_events(session, "acme", EventQuery(per_page=10)).rows] \
             == ["old-0", "old-1", "old-2", "new-long"]

@@ -39,7 +39,7 @@ from store.subscriptions import (
     list_subscriptions,
     pending_by_event,
 )
-from tests.conftest import Caller, as_posted, order_event
+from tests.conftest import Caller, as_posted, internal_id, order_event, shown_id
 from tests.unit import test_subscriptions_api as api_tests
 from tests.unit.test_ingest import assert_error
 from tests.unit.test_subscriptions_api import (
@@ -116,8 +116,8 @@ def test_a_matching_event_is_sent_once_as_get_returns_it_with_attributes(
         == ("evt-1", 1, "succeeded", "stub-1")
     assert entry["errorCode"] is None and entry["errorMessage"] is None
     [row] = deliveries_of(app, "evt-1")
-    assert (row.id, row.status, row.attempts, row.message_id) == (entry["deliveryId"], "succeeded", 1,
-                                                                 "stub-1")
+    assert (shown_id("delivery", row.id), row.status, row.attempts, row.message_id) \
+        == (entry["deliveryId"], "succeeded", 1, "stub-1")
 
 
 def test_a_fifo_queue_gets_the_tenant_entity_group_and_the_event_id_for_deduplication(
@@ -161,7 +161,8 @@ def _row(entity_id: str | None, replay: bool = False,
                 "event_payload": {"base64_encoded_payload_json": None, "base64_encoded_fault_json": None,
                                   "entity_id": None, "key_attributes": {}, "operation": None},
                 "received_at": "2026-01-01T00:00:00.000Z"}
-    return document, Delivery(id=delivery_id, replay=replay)
+    return document, Delivery(id=delivery_id, replay=replay,
+                              created_at=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def test_build_message_leaves_out_empty_attributes_and_falls_back_to_the_event_id() -> None:
@@ -181,7 +182,8 @@ def test_build_message_hashes_ids_fifo_would_refuse_and_replays_get_their_own_de
     message = build_message("acme", document, delivery)
     # Then the group id is its SHA-256, and a replay is deduplicated apart from the original
     assert message.group_id == hashlib.sha256(b"acme:order 1").hexdigest()
-    assert message.deduplication_id == "evt-x:replay:42"
+    # (told apart by when the replay was recorded, not by the internal delivery id)
+    assert message.deduplication_id == "evt-x:replay:1767225600000000"
 
 
 # --- retries and failures -----------------------------------------------------------------------
@@ -257,8 +259,8 @@ def test_the_attempt_log_filters_by_status_and_paginates(acme: Caller, stub: Stu
     settle(app)
     everything = attempts(acme, sub["id"])
     assert everything["total"] == 5 and everything["next_from_id"] is None
-    ids = [x["id"] for x in everything["deliveries"]]
-    assert ids == sorted(ids)
+    ids = [internal_id("attempt", x["id"]) for x in everything["deliveries"]]
+    assert ids == sorted(ids)  # in the order they happened (the shown ids are opaque)
     # When filtered by status, Then only those attempts are listed and counted
     retrying = attempts(acme, sub["id"], status="retrying")
     assert retrying["total"] == 2
@@ -276,7 +278,7 @@ def test_the_attempt_log_filters_by_status_and_paginates(acme: Caller, stub: Stu
     while True:
         page = attempts(acme, sub["id"], **params)
         assert page["total"] == 5
-        pages.append([x["id"] for x in page["deliveries"]])
+        pages.append([internal_id("attempt", x["id"]) for x in page["deliveries"]])
         if page["next_from_id"] is None:
             break
         params = {"per_page": 2, "from_id": page["next_from_id"]}

@@ -19,6 +19,7 @@ import dramatiq
 import orjson
 import pytest
 
+from store.events import TENANT_SEQ_BASE
 from tests.conftest import Caller, as_posted, b64, drain, make_settings, mint, order_event
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -248,7 +249,7 @@ def test_seed_002_event_with_real_values_is_accepted_read_back_and_listed(acme: 
     ol = acme.client.get("/api/event", headers={"Authorization": f"Bearer {acme.token}"})
     assert ol.status_code == 200
     expected_ol = {
-        "id": 1,
+        "id": TENANT_SEQ_BASE + 1,
         "uuid": "evt-002-order-1001",
         "payload": {"id": "order-1001", "total": 99.5},
         "type": "ENTITY_EVENT.ORDER.BULK_CREATE",

@@ -23,7 +23,7 @@ import pytest
 from broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
 from notifications.mailer import Mailer
 from notifications.mailers.stub import StubMailer
-from tests.conftest import Caller, b64, make_settings, mint
+from tests.conftest import Caller, b64, internal_id, make_settings, mint
 
 BASE = "/api/v1/jobs"
 FINISHED = ("done", "failed", "cancelled")
@@ -678,7 +678,8 @@ def test_run_now_whose_enqueue_fails_is_deferred_and_sent_by_the_scheduler(
     assert stub.requests == []
     # And the scheduler re-sends the unsent run once it is stale: one mail, one run
     later = datetime.now(UTC) + timedelta(seconds=31)
-    assert tick_once(runtime.sessions, runtime.broker, later, resend_after=30) == [body["run_id"]]
+    assert tick_once(runtime.sessions, runtime.broker, later, resend_after=30) \
+        == [internal_id("run", body["run_id"])]
     run = wait_for_run(acme, "job-later", int(body["run_id"]))
     assert (run["status"], run["sent"]) == ("done", 1)
     assert len(stub.requests) == 1

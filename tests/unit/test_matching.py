@@ -315,7 +315,8 @@ def test_1000_stored_subscriptions_on_other_entities_still_match_exactly_one(
     with runtime_of(app).sessions() as session:
         session.add_all(_crowd())
         session.execute(update(Tenant).where(Tenant.name == "acme")
-                        .values(subscriptions_version=Tenant.subscriptions_version + 1))
+                        .values(subscriptions_version=Tenant.subscriptions_version + 1,
+                                quota_subscriptions=2000))  # above the default quota
         session.commit()
     # And one ORDER create subscription made through the API
     the_one = create(acme, sqs_body(QUEUE_URL + "-one"))

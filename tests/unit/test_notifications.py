@@ -27,7 +27,7 @@ from scheduler.loop import tick_once
 from store.jobs import get_job as load_job
 from store.jobs import run_now
 from store.models import Customer, JobRun, RunRecipient, Wishlist, WishlistItem
-from tests.conftest import Caller
+from tests.conftest import Caller, shown_id
 from tests.unit.test_jobs_api import (
     BASE,
     call,
@@ -570,7 +570,7 @@ def test_a_scheduled_run_of_a_job_deactivated_before_it_ran_is_cancelled(acme: C
     settle(acme.client.application)
     # Then the run is cancelled and nobody is mailed
     [run] = runs_of(acme, "job-off")
-    assert (run["id"], run["status"], run["sent"]) == (run_id, "cancelled", 0)
+    assert (run["id"], run["status"], run["sent"]) == (shown_id("run", run_id), "cancelled", 0)
     assert stub.requests == []
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from store.events import TENANT_SEQ_BASE as B
 from tests.conftest import Caller, drain, order_event
 from tests.unit.test_ingest import assert_error, embedded, template_db  # noqa: F401
 
@@ -309,24 +310,24 @@ def test_open_loyalty_list_shape_paging_and_sorting(acme: Caller) -> None:
     [entity_id, fault_id] = post_many(acme, [order_event(id="ol-entity"), fault])
     # When /api/event is read
     resp = ol_get(acme, "/api/event")
-    # Then each event has the Open Loyalty shape: sequence id, uuid, decoded payload, type
+    # Then each event has the Open Loyalty shape: own sequence number, uuid, payload, type
     assert resp.status_code == 200
     body = resp.get_json()
     assert body["total"] == 2
     first, second = body["events"]
     assert set(first) == {"id", "uuid", "payload", "type", "recorderOn"}
-    assert (first["id"], first["uuid"], first["type"]) == (1, entity_id, "ENTITY_EVENT.ORDER.CREATE")
+    assert (first["id"], first["uuid"], first["type"]) == (B + 1, entity_id, "ENTITY_EVENT.ORDER.CREATE")
     assert first["payload"] == {"id": "order-1", "total": 10}
-    assert (second["id"], second["uuid"], second["type"]) == (2, fault_id, "FAULT")
+    assert (second["id"], second["uuid"], second["type"]) == (B + 2, fault_id, "FAULT")
     assert second["payload"] == {"status": 503}
     assert datetime.fromisoformat(first["recorderOn"].replace("Z", "+00:00")).tzinfo is not None
     # And perPage, fromId, direction and sort=recorderOn work
-    assert [e["id"] for e in ol_get(acme, "/api/event", perPage=1).get_json()["events"]] == [1]
-    assert [e["id"] for e in ol_get(acme, "/api/event", fromId=2).get_json()["events"]] == [2]
+    assert [e["id"] for e in ol_get(acme, "/api/event", perPage=1).get_json()["events"]] == [B + 1]
+    assert [e["id"] for e in ol_get(acme, "/api/event", fromId=B + 2).get_json()["events"]] == [B + 2]
     assert [e["id"] for e in ol_get(acme, "/api/event", direction="DESC").get_json()["events"]] \
-        == [2, 1]
+        == [B + 2, B + 1]
     assert [e["id"] for e in ol_get(acme, "/api/event", sort="recorderOn",
-                                    direction="DESC").get_json()["events"]] == [2, 1]
+                                    direction="DESC").get_json()["events"]] == [B + 2, B + 1]
 
 
 @pytest.mark.parametrize("params", [{"perPage": 101}, {"perPage": 0}, {"fromId": 0},
@@ -345,10 +346,12 @@ def test_open_loyalty_get_by_sequence_or_uuid(acme: Caller) -> None:
     [a, b] = post_many(acme, numbered(2))
     # When each is fetched by sequence number and by uuid
     # Then both ways give the same document; unknown ones are a 404
-    assert ol_get(acme, "/api/event/2").get_json()["uuid"] == b
-    assert ol_get(acme, f"/api/event/{a}").get_json()["id"] == 1
-    assert ol_get(acme, "/api/event/1").get_json() == ol_get(acme, f"/api/event/{a}").get_json()
-    for unknown in ("3", "no-such-event", "99999999999999999999"):
+    assert ol_get(acme, f"/api/event/{B + 2}").get_json()["uuid"] == b
+    assert ol_get(acme, f"/api/event/{a}").get_json()["id"] == B + 1
+    assert ol_get(acme, f"/api/event/{B + 1}").get_json() == ol_get(acme, f"/api/event/{a}").get_json()
+    # And a number shown before the per-tenant numbers (the global sequence) still finds it
+    assert ol_get(acme, "/api/event/1").get_json()["uuid"] == a
+    for unknown in ("3", str(B + 3), "no-such-event", "99999999999999999999"):
         assert_error(ol_get(acme, f"/api/event/{unknown}"), 404, "not_found")
 
 

@@ -19,7 +19,7 @@ from notifications.mailers.stub import StubMailer
 from scheduler.loop import tick_once
 from store.models import Job
 from store.schedules import Schedule, ScheduleError, check_cron, parse_schedule, zone
-from tests.conftest import Caller
+from tests.conftest import Caller, internal_id
 from tests.unit.test_jobs_api import (
     BASE,
     call,
@@ -292,7 +292,8 @@ def tick(caller: Caller, now: datetime) -> list[int]:
 
 
 def run_ids(caller: Caller, job_id: str) -> list[int]:
-    return [r["id"] for r in runs_of(caller, job_id)]
+    """The job's run ids, internal (the API shows them opaque)."""
+    return [internal_id("run", r["id"]) for r in runs_of(caller, job_id)]
 
 
 def test_a_job_fires_once_per_slot_and_missed_slots_coalesce(acme: Caller) -> None:
@@ -306,7 +307,8 @@ def test_a_job_fires_once_per_slot_and_missed_slots_coalesce(acme: Caller) -> No
     fired = tick(acme, slot)
     assert len(fired) == 1
     runs = runs_of(acme, "job-5")
-    assert [(r["id"], ts(r["fire_time"]), r["trigger"]) for r in runs] == [(fired[0], slot, "schedule")]
+    assert [(internal_id("run", r["id"]), ts(r["fire_time"]), r["trigger"]) for r in runs] \
+        == [(fired[0], slot, "schedule")]
     # When it ticks again at the same moment, and a minute later, Then nothing more fires
     assert tick(acme, slot) == []
     assert tick(acme, slot + timedelta(minutes=1)) == []
@@ -321,7 +323,7 @@ def test_a_job_fires_once_per_slot_and_missed_slots_coalesce(acme: Caller) -> No
     assert len(coalesced) == 1
     runs = runs_of(acme, "job-5")
     assert [ts(r["fire_time"]) for r in runs] == [slot + timedelta(minutes=15), slot]
-    assert runs[0]["id"] == coalesced[0]
+    assert internal_id("run", runs[0]["id"]) == coalesced[0]
     # And next_run_at is in the future of that tick: N+20
     job = get_job(acme, "job-5")
     assert ts(job["next_run_at"]) == slot + timedelta(minutes=20)
@@ -338,7 +340,8 @@ def test_a_fired_run_is_carried_out_by_the_notify_pool(acme: Caller) -> None:
     settle(acme.client.application)
     # Then it is done with no recipients
     [run] = runs_of(acme, "job-carried")
-    assert (run["id"], run["status"], run["recipients"], run["sent"]) == (fired[0], "done", 0, 0)
+    assert (internal_id("run", run["id"]), run["status"], run["recipients"], run["sent"]) \
+        == (fired[0], "done", 0, 0)
 
 
 def test_deleted_inactive_and_unscheduled_jobs_never_fire(acme: Caller) -> None:

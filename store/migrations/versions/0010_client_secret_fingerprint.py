@@ -3,7 +3,7 @@ token endpoint refuses a wrong secret without the slow hash. Existing clients ge
 backfilled on their next successful token request (the secret is known only then).
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
