@@ -139,8 +139,9 @@ class OAuthError(BaseModel):
     error: Literal["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
                    "unsupported_grant_type", "invalid_scope", "temporarily_unavailable",
                    "server_error"] = Field(description=(
-        "invalid_client on 401 (with WWW-Authenticate); temporarily_unavailable on 429/503 (with "
-        "Retry-After); invalid_request for a malformed request"))
+        "invalid_client on 401 (with WWW-Authenticate); unauthorized_client on 403 (the tenant is "
+        "disabled); temporarily_unavailable on 429/503 (with Retry-After); invalid_request for a "
+        "malformed request"))
     error_description: str
 
 
@@ -194,7 +195,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def _oauth_errors(*statuses: int) -> dict[str, Any]:
     text = {400: "invalid_request, unsupported_grant_type or invalid_scope",
-            403: "invalid_client: the client's tenant is disabled",
+            403: "unauthorized_client: the client's tenant is disabled",
             401: "invalid_client (WWW-Authenticate: Basic)", 413: "invalid_request: body too large",
             415: "invalid_request: not a form or JSON", 429: "temporarily_unavailable",
             503: "temporarily_unavailable; retry after Retry-After seconds"}

@@ -28,6 +28,8 @@ def _oauth_code(status: int, code: str) -> str:
         return code
     if status == 401:
         return "invalid_client"
+    if status == 403:  # authenticated, but its tenant is disabled
+        return "unauthorized_client"
     if status in (429, 503):
         return "temporarily_unavailable"  # with Retry-After
     if status >= 500:

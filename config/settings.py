@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from store.limits import full_pattern
-from store.quotas import QUOTA_MAX, Quotas
+from store.limits import QUOTA_MAX, Quotas, full_pattern
 
 # An e-mail address: printable ASCII, no spaces, one @ and a dot in the domain (matched whole).
 _EMAIL_RE = full_pattern(r"[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+")

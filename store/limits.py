@@ -14,6 +14,7 @@ match any Unicode digit or space), and ``anchored`` gives pydantic (Rust regex) 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 TENANT_MAX = 64  # tenant names
 EVENT_ID_MAX = 128  # event, subscription and job ids
@@ -59,3 +60,19 @@ def anchored(pattern: re.Pattern[str]) -> str:
     """The pattern for pydantic's ``pattern=`` (Rust regex) and JSON Schema (ECMA-262), where
     ``$`` without a multiline flag is the end of the text."""
     return f"^(?:{pattern.pattern})$"
+
+
+# Per-tenant quotas (store/quotas.py applies them; config/settings.py reads the defaults).
+QUOTA_MAX = 100_000_000  # any quota; INTEGER column
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """A set of limits: the defaults, or one tenant's effective values."""
+
+    subscriptions: int = 100
+    jobs: int = 100
+    replay_events: int = 100_000
+
+    def get(self, name: str) -> int:
+        return int(getattr(self, name))

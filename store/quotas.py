@@ -8,33 +8,22 @@ quota``. A refusal is :class:`QuotaExceeded`, which the API answers 409 ``quota_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
+from store.limits import QUOTA_MAX, Quotas
 from store.models import Delivery, Job, Subscription, Tenant
 
-QUOTA_MAX = 100_000_000  # any quota; INTEGER column
+__all__ = ["QUOTA_MAX", "Quotas"]  # re-exported: they live in store/limits.py (no database imports)
+
 # Quota name (as the API and the CLI say it) -> the tenants column holding the override.
 QUOTA_COLUMNS = {
     "subscriptions": "quota_subscriptions",
     "jobs": "quota_jobs",
     "replay_events": "quota_replay_events",
 }
-
-
-@dataclass(frozen=True)
-class Quotas:
-    """A set of limits: the defaults, or one tenant's effective values."""
-
-    subscriptions: int = 100
-    jobs: int = 100
-    replay_events: int = 100_000
-
-    def get(self, name: str) -> int:
-        return int(getattr(self, name))
 
 
 class QuotaExceeded(Exception):

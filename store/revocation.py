@@ -180,6 +180,9 @@ def rotate_client(session: Session, client_id: str) -> Credentials:
         raise UnknownClient(f"client {client_id!r} is revoked: create a new one")
     secret = secrets.token_urlsafe(32)
     row.secret_hash = hash_secret(secret)
+    # The old secret's fingerprint would refuse the new one before its hash is checked; the new
+    # fingerprint is written at the first successful token request (store.auth).
+    row.secret_fingerprint = None
     row.generation = int(row.generation or 0) + 1
     row.rotated_at = datetime.now(UTC)
     tenant = row.tenant

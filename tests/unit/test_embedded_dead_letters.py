@@ -3,6 +3,7 @@ the queue depths, listed, re-driven and purged by `eventcollector dlq` from anot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -56,9 +57,17 @@ def cli_env(embedded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
 
 
 def test_dead_letters_are_kept_in_the_database_and_counted_on_metrics(embedded: Any) -> None:
-    # Given the embedded default's /metrics: every queue's gauges are there, no dead letter
-    client = embedded.test_client()
-    before = client.get("/metrics").get_data(as_text=True)
+    # Given the embedded default's /metrics (served with EC_METRICS_TOKEN set): every queue's
+    # gauges are there, no dead letter
+    from api.app import create_app
+
+    runtime = runtime_of(embedded)
+    token = "metrics-" + "e" * 24
+    app = create_app(runtime=dataclasses.replace(
+        runtime, settings=dataclasses.replace(runtime.settings, metrics_token=token)))
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    before = client.get("/metrics", headers=auth).get_data(as_text=True)
     for queue in (PERSIST_QUEUE, "deliveries", "notifications"):
         assert sample(before, "ec_queue_depth", queue) == 0
         assert sample(before, "ec_queue_delayed", queue) == 0
@@ -67,7 +76,7 @@ def test_dead_letters_are_kept_in_the_database_and_counted_on_metrics(embedded: 
     kill_one(embedded)
     # Then it is in the database, not in the process's memory, and /metrics counts it
     assert runtime_of(embedded).broker.dead_letters == []  # type: ignore[attr-defined]
-    after = client.get("/metrics").get_data(as_text=True)
+    after = client.get("/metrics", headers=auth).get_data(as_text=True)
     assert sample(after, "ec_dead_letters", PERSIST_QUEUE) == 1
     assert sample(after, "ec_dead_letters", "deliveries") == 0
 
