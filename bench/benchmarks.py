@@ -210,7 +210,9 @@ def _copy_rate(stack: Stack, docs: list[dict[str, Any]]) -> float:
     from store.events import _row_values
 
     now = datetime.now(UTC)
-    rows = [_row_values(stack.tenant, d, now) for d in docs]
+    # tenant_seq: the tenant's own numbers (store.events.TENANT_SEQ_BASE), as persist assigns them
+    rows = [{**_row_values(stack.tenant, d, now), "tenant_seq": 10**12 + i}
+            for i, d in enumerate(docs, 1)]
     cols = list(rows[0])
     stack.sql("TRUNCATE events")
     with psycopg.connect(stack.pg_dsn) as conn:
