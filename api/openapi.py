@@ -187,6 +187,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
             429: "the tenant is over its rate limit",
             403: "tenant mismatch, missing scope, or the tenant is disabled (tenant_disabled)",
             404: "unknown id in this tenant", 409: "same id, different body", 415: "not JSON",
+            408: "request_timeout: the body did not arrive within EC_REQUEST_BODY_TIMEOUT_SECONDS "
+                 "of the headers (the connection is closed)",
             413: "body too large (on the batch route also batch_exceeds_burst: more events "
                  "than the tenant's rate-limit burst, which no wait would let through)",
             503: "broker or database unavailable; retry after Retry-After seconds"}
@@ -197,6 +199,7 @@ def _oauth_errors(*statuses: int) -> dict[str, Any]:
     text = {400: "invalid_request, unsupported_grant_type or invalid_scope",
             403: "unauthorized_client: the client's tenant is disabled",
             401: "invalid_client (WWW-Authenticate: Basic)", 413: "invalid_request: body too large",
+            408: "invalid_request: the body did not arrive in time",
             415: "invalid_request: not a form or JSON", 429: "temporarily_unavailable",
             503: "temporarily_unavailable; retry after Retry-After seconds"}
     return {str(s): _json("OAuthError", text[s]) for s in statuses}
@@ -391,7 +394,8 @@ def build_spec() -> dict[str, Any]:
     def op(summary: str, tag: str, responses: dict[str, Any], *statuses: int,
            params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
            v1: bool = True) -> dict[str, Any]:
-        codes = sorted(set(statuses) | set(common) | ({400} if v1 else set()))
+        codes = sorted(set(statuses) | set(common) | ({400} if v1 else set())
+                       | ({408} if body is not None else set()))  # the body deadline
         out: dict[str, Any] = {"summary": summary, "tags": [tag], "security": secured,
                                "parameters": [_TENANT if v1 else _TENANT_OPTIONAL, *(params or [])],
                                "responses": {**responses, **_errors(*codes)}}
@@ -417,7 +421,7 @@ def build_spec() -> dict[str, Any]:
                 "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
                 "application/json": {"schema": _ref("TokenRequest")}}},
             "responses": {"200": _json("TokenResponse", "a signed access token"),
-                          **_oauth_errors(400, 401, 403, 413, 415, 429, 503)}}},
+                          **_oauth_errors(400, 401, 403, 408, 413, 415, 429, 503)}}},
         "/api/v1/events": {
             "post": op("Post an event", "events", {
                 "201": {**_json("Event", "accepted: it will be stored"), **created},

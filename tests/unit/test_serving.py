@@ -336,3 +336,16 @@ def test_the_pools_exporters_bind_loopback_unless_told_otherwise() -> None:
         assert _procfile_env(pool)["dramatiq_prom_host"] == "127.0.0.1"
     assert _procfile_env("deliver", dramatiq_prom_host="0.0.0.0")["dramatiq_prom_host"] == \
         "0.0.0.0"
+
+
+def test_the_openapi_document_lists_the_408_on_every_operation_that_takes_a_body() -> None:
+    from api.openapi import build_spec
+
+    spec = build_spec()
+    with_body = [(path, method, op) for path, methods in spec["paths"].items()
+                 for method, op in methods.items() if "requestBody" in op]
+    assert len(with_body) >= 8
+    for path, method, op in with_body:
+        assert "408" in op["responses"], (method, path)
+    token = spec["paths"]["/api/v1/auth/token"]["post"]["responses"]["408"]
+    assert token["content"]["application/json"]["schema"]["$ref"].endswith("/OAuthError")
