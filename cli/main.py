@@ -56,14 +56,7 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
-    if args.json:
-        print(json.dumps({"tenant": creds.tenant, "client_id": creds.client_id,
-                          "client_secret": creds.client_secret}))
-    else:
-        print(f"tenant:        {creds.tenant}")
-        print(f"client_id:     {creds.client_id}")
-        print(f"client_secret: {creds.client_secret}")
-        print("(the secret is stored hashed and cannot be shown again)")
+    _print_credentials(creds, args.json)
     return 0
 
 

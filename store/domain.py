@@ -328,25 +328,28 @@ def _decoded(raw: str) -> tuple[Any, str]:
         return _NOT_JSON, data.decode("utf-8", errors="replace")
 
 
-def decoded_payload(document: dict[str, Any]) -> Any:
-    """The JSON of ``base64_encoded_payload_json`` (or else the fault) of a stored event; None when
-    there is none or it is not JSON (the read models skip and count such events)."""
+def _first_payload(document: dict[str, Any]) -> tuple[Any, str] | None:
+    """``_decoded`` of the event's payload, else of its fault; None when it has neither."""
     payload = document.get("event_payload") or {}
     for key in ("base64_encoded_payload_json", "base64_encoded_fault_json"):
         raw = payload.get(key)
         if raw:
-            value, _ = _decoded(raw)
-            return None if value is _NOT_JSON else value
+            return _decoded(raw)
     return None
+
+
+def decoded_payload(document: dict[str, Any]) -> Any:
+    """The JSON of ``base64_encoded_payload_json`` (or else the fault) of a stored event; None when
+    there is none or it is not JSON (the read models skip and count such events)."""
+    found = _first_payload(document)
+    return None if found is None or found[0] is _NOT_JSON else found[0]
 
 
 def payload_view(document: dict[str, Any]) -> Any:
     """What the views show of an event's payload (else its fault): the JSON when it parses, the
     text otherwise (an upstream's HTML error page, XML, a form), None when there is none."""
-    payload = document.get("event_payload") or {}
-    for key in ("base64_encoded_payload_json", "base64_encoded_fault_json"):
-        raw = payload.get(key)
-        if raw:
-            value, text = _decoded(raw)
-            return text if value is _NOT_JSON else value
-    return None
+    found = _first_payload(document)
+    if found is None:
+        return None
+    value, text = found
+    return text if value is _NOT_JSON else value
