@@ -12,19 +12,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.http import ApiError, json_response
 from api.paging import shown_quarantine
 from api.security import require
-from store.domain import (
-    EVENT_ID_RE,
-    EntityName,
-    EventSource,
-    EventType,
-    MomentOutOfRange,
-    Operation,
-    parse_time,
-)
-from store.events import EventQuery, get_event, list_events, to_document
-from store.limits import CORRELATION_ID_MAX, ENTITY_ID_MAX, SEQ_MAX
-from store.quarantine import get_quarantined
-from store.quarantine import to_api as quarantine_api
+from events.contract import EntityName, EventSource, EventType, Operation
+from events.quarantine import get_quarantined
+from events.quarantine import to_api as quarantine_api
+from events.repository import EventQuery, get_event, list_events, to_document
+from infra.limits import CORRELATION_ID_MAX, ENTITY_ID_MAX, EVENT_ID_RE, SEQ_MAX
+from infra.timefmt import MomentOutOfRange, parse_time
 
 bp = Blueprint("events", __name__)
 

@@ -12,8 +12,8 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from broker.dispatch import BrokerUnavailable
-from broker.intake import IntakeUnavailable
+from infra.broker.dispatch import BrokerUnavailable
+from infra.broker.intake import IntakeUnavailable
 
 log = logging.getLogger(__name__)
 

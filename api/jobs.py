@@ -12,12 +12,10 @@ from api.events import valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
-from broker.dispatch import BrokerUnavailable, enqueue_runs
-from store.db import begin_write
-from store.jobs import (
-    JobError,
-    JobExists,
-    JobIn,
+from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
+from infra.db import begin_write
+from jobs.contract import JobError, JobExists, JobIn
+from jobs.repository import (
     create_job,
     delete_job,
     get_job,
@@ -29,7 +27,7 @@ from store.jobs import (
     to_api,
     update_job,
 )
-from store.quotas import QuotaExceeded, check_jobs
+from tenants.quotas import QuotaExceeded, check_jobs
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)

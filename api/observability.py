@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 
 from config import logging as logctx
-from store.limits import full_pattern
+from infra.limits import full_pattern
 
 log = logging.getLogger("eventcollector.http")
 _ID_RE = full_pattern(r"[A-Za-z0-9._:\-]{1,128}")
@@ -37,7 +37,7 @@ class QueueCollector:
                 self.client.zcard(f"dramatiq:{queue}.XQ"))
 
     def collect(self) -> Any:
-        from broker.deadletters import QUEUES
+        from infra.broker.deadletters import QUEUES
 
         depth = GaugeMetricFamily("ec_queue_depth", "Messages waiting", labels=["queue"])
         delayed = GaugeMetricFamily("ec_queue_delayed", "Delayed messages (retries)",
@@ -63,7 +63,7 @@ class EmbeddedQueueCollector(QueueCollector):
         self._dead: dict[str, int] = {}
 
     def collect(self) -> Any:
-        from store.deadletters import counts
+        from infra.broker.deadletter_store import counts
 
         try:
             with self.runtime.sessions() as session:

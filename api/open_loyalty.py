@@ -10,10 +10,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from api.events import Direction, valid_event_id
 from api.http import ApiError, json_response
 from api.security import require
-from store.domain import format_time, payload_view
-from store.events import EventQuery, get_event, get_event_by_number, list_events
-from store.limits import SEQ_MAX
-from store.models import EventRecord
+from events.contract import payload_view
+from events.models import EventRecord
+from events.repository import EventQuery, get_event, get_event_by_number, list_events
+from infra.limits import SEQ_MAX
+from infra.timefmt import format_time
 
 bp = Blueprint("open_loyalty", __name__)
 

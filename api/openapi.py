@@ -11,7 +11,8 @@ from pydantic.json_schema import models_json_schema
 
 from api.events import EventListParams
 from api.http import json_response
-from store.domain import TENANT_PATTERN, EventIn
+from events.contract import EventIn
+from infra.limits import TENANT_PATTERN
 
 bp = Blueprint("docs", __name__)
 
@@ -374,8 +375,8 @@ def build_spec() -> dict[str, Any]:
     from api.quarantine import QuarantineParams
     from api.subscriptions import AttemptParams
     from api.subscriptions import ListParams as SubscriptionListParams
-    from store.jobs import JobIn
-    from store.subscriptions import SubscriptionIn
+    from jobs.contract import JobIn
+    from subscriptions.contract import SubscriptionIn
 
     validation = {EventIn, SubscriptionIn, JobIn}
     models = [*_MODELS, SubscriptionIn, Subscription, Deactivated, AttemptList, ReplayRequest,

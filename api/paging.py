@@ -11,8 +11,8 @@ from flask import current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.http import ApiError
-from store.opaque import DOMAIN, IdCipher
-from store.quotas import QuotaExceeded
+from infra.opaque import DOMAIN, IdCipher
+from tenants.quotas import QuotaExceeded
 
 PER_PAGE_MAX = 500
 

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.http import json_response
 from api.paging import cipher, decode_cursor, shown_quarantine
 from api.security import require
-from store.opaque import DOMAIN
-from store.quarantine import list_quarantined, to_api
+from events.quarantine import list_quarantined, to_api
+from infra.opaque import DOMAIN
 
 bp = Blueprint("quarantine", __name__)
 

@@ -13,10 +13,10 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.http import ApiError, parse_query
-from broker.ratelimit import Charge, RateLimited, retry_after_header
-from store.auth import InvalidToken, Principal, rate_limits, verify_token
-from store.domain import TENANT_RE
-from store.revocation import RevocationCache, TenantDisabled, TokenRevoked
+from infra.broker.ratelimit import Charge, RateLimited, retry_after_header
+from infra.limits import TENANT_RE
+from tenants.auth import InvalidToken, Principal, rate_limits, verify_token
+from tenants.revocation import RevocationCache, TenantDisabled, TokenRevoked
 
 F = TypeVar("F", bound=Callable[..., Any])
 TENANT_HEADER = "X-TWC-Tenant"

@@ -13,26 +13,16 @@ from api.events import Moment, valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
-from broker.dispatch import BrokerUnavailable, enqueue_deliveries
-from delivery.service import NOT_ALLOWED, NotAllowed, build_message, destination_of
-from store.crypto import SecretsUnavailable
-from store.db import begin_write
-from store.deliveries import list_attempts, replay_deliveries
-from store.domain import format_time, new_event_id
-from store.identity import tenant_aws
-from store.models import Delivery
-from store.opaque import DOMAIN
-from store.quotas import (
-    QuotaExceeded,
-    check_no_queued_replay,
-    check_subscriptions,
-    lock_subscription,
-    tenant_quotas,
-)
-from store.subscriptions import (
-    SubscriptionError,
-    SubscriptionExists,
-    SubscriptionIn,
+from events.contract import new_event_id
+from infra.broker.dispatch import BrokerUnavailable, enqueue_deliveries
+from infra.crypto import SecretsUnavailable
+from infra.db import begin_write
+from infra.opaque import DOMAIN
+from infra.timefmt import format_time
+from subscriptions.contract import SubscriptionError, SubscriptionExists, SubscriptionIn
+from subscriptions.deliveries import list_attempts, replay_deliveries
+from subscriptions.models import Delivery
+from subscriptions.repository import (
     create_subscription,
     deactivate_subscription,
     delete_subscription,
@@ -40,6 +30,15 @@ from store.subscriptions import (
     list_subscriptions,
     to_api,
     update_subscription,
+)
+from subscriptions.service import NOT_ALLOWED, NotAllowed, build_message, destination_of
+from tenants.aws_identity import tenant_aws
+from tenants.quotas import (
+    QuotaExceeded,
+    check_no_queued_replay,
+    check_subscriptions,
+    lock_subscription,
+    tenant_quotas,
 )
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, current_app, request
 from api import token_guard
 from api.http import ApiError, json_response
 from config.settings import Settings
-from store.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
-from store.revocation import disabled_tenants
+from tenants.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
+from tenants.revocation import disabled_tenants
 
 bp = Blueprint("token", __name__)
 

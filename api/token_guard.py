@@ -11,8 +11,8 @@ from flask import Flask, current_app, request
 from prometheus_client import Counter
 
 from api.http import ApiError
-from broker.ratelimit import Allowance, retry_after_header
-from store import auth
+from infra.broker.ratelimit import Allowance, retry_after_header
+from tenants import auth
 
 FORWARDED_FOR = "X-Forwarded-For"
 CHECKS = Counter("ec_token_checks_total", "Token endpoint secret checks by outcome: ok, "

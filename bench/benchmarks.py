@@ -170,9 +170,9 @@ def b1_b2(stack: Stack, scale: Scale, log: Callable[[str], None]) -> list[Figure
 # B3 -------------------------------------------------------------------------------------
 def _prefill(stack: Stack, n: int, per_message: int) -> list[dict[str, Any]]:
     """Put ``n`` events on the persist queue exactly as the web does (RedisIntake)."""
-    from broker.intakes.redis import RedisIntake
-    from ingest.service import prepare
-    from store.domain import EventIn
+    from events.contract import EventIn
+    from events.service import prepare
+    from infra.broker.intakes.redis import RedisIntake
 
     intake = RedisIntake(stack.redis.client, 3600)
     now = datetime.now(UTC)
@@ -207,7 +207,7 @@ def _copy_rate(stack: Stack, docs: list[dict[str, Any]]) -> float:
     import psycopg
     from psycopg.types.json import Jsonb
 
-    from store.events import _row_values
+    from events.repository import _row_values
 
     now = datetime.now(UTC)
     # tenant_seq: the tenant's own numbers (store.events.TENANT_SEQ_BASE), as persist assigns them

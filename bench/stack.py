@@ -286,7 +286,7 @@ class Stack:
         subprocess.run([str(BIN / "eventcollector"), "tenant", "allow-platform-credentials",
                         tenant, "--accounts", "123456789012"], env={**os.environ, **self.env},
                        capture_output=True, check=True, cwd=ROOT)
-        from store.auth import SCOPES, mint_token
+        from tenants.auth import SCOPES, mint_token
 
         token = mint_token(TOKEN_SECRET, tenant=tenant, client_id="bench",
                            scopes=frozenset(SCOPES), ttl_seconds=6 * 3600)

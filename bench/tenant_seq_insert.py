@@ -11,8 +11,8 @@ import psycopg
 from sqlalchemy import text
 
 from config.settings import normalize_database_url
-from store import events as ev
-from store.db import make_engine, make_session_factory, upgrade
+from events import repository as ev
+from infra.db import make_engine, make_session_factory, upgrade
 
 admin = "postgresql://postgres@127.0.0.1:5432/postgres"
 name = f"ec_bench_{uuid.uuid4().hex[:8]}"

@@ -32,7 +32,7 @@ def _settings() -> Settings:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from store.db import upgrade
+    from infra.db import upgrade
 
     settings = _settings()
     upgrade(settings.database_url)
@@ -41,8 +41,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
-    from store.auth import AuthError, create_tenant
-    from store.db import make_engine, make_session_factory, upgrade
+    from infra.db import make_engine, make_session_factory, upgrade
+    from tenants.auth import AuthError, create_tenant
 
     settings = _settings()
     if settings.is_sqlite:
@@ -61,9 +61,9 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from store.auth import InvalidScope, mint_token, parse_scopes, tenant_exists
-    from store.db import make_engine, make_session_factory, upgrade
-    from store.revocation import operator_generation
+    from infra.db import make_engine, make_session_factory, upgrade
+    from tenants.auth import InvalidScope, mint_token, parse_scopes, tenant_exists
+    from tenants.revocation import operator_generation
 
     settings = _settings()
     if settings.is_sqlite:
@@ -105,7 +105,7 @@ def _jti(token: str) -> str:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from store.revocation import revoke_operator_tokens, revoke_token
+    from tenants.revocation import revoke_operator_tokens, revoke_token
 
     settings = _settings()
     if bool(args.all) == bool(args.jti):
@@ -123,8 +123,8 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 def _run_access(action):  # type: ignore[no-untyped-def]
     """``_tenant_session`` that also turns an unknown client into exit 1."""
-    from store.auth import AuthError
-    from store.revocation import UnknownClient
+    from tenants.auth import AuthError
+    from tenants.revocation import UnknownClient
 
     try:
         return _tenant_session(action)
@@ -134,7 +134,7 @@ def _run_access(action):  # type: ignore[no-untyped-def]
 
 
 def cmd_tenant_disable(args: argparse.Namespace) -> int:
-    from store.revocation import disable_tenant, enable_tenant
+    from tenants.revocation import disable_tenant, enable_tenant
 
     settings = _settings()
     if args.tenant_command == "disable":
@@ -149,8 +149,8 @@ def cmd_tenant_disable(args: argparse.Namespace) -> int:
     if ids is None:
         return 1
     if ids and settings.redis_url:
-        from broker.dispatch import enqueue_deliveries
         from config.runtime import build_broker
+        from infra.broker.dispatch import enqueue_deliveries
 
         try:
             enqueue_deliveries(build_broker(settings), ids)
@@ -173,7 +173,7 @@ def _print_credentials(creds, as_json: bool) -> None:  # type: ignore[no-untyped
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from store.revocation import create_client, revoke_client, rotate_client
+    from tenants.revocation import create_client, revoke_client, rotate_client
 
     settings = _settings()
     if args.client_command == "revoke":
@@ -194,8 +194,8 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_limits(args: argparse.Namespace) -> int:
-    from store.auth import InvalidRateLimit, UnknownTenant, set_rate_limit
-    from store.db import make_engine, make_session_factory
+    from infra.db import make_engine, make_session_factory
+    from tenants.auth import InvalidRateLimit, UnknownTenant, set_rate_limit
 
     settings = _settings()
     engine = make_engine(settings.database_url)
@@ -216,8 +216,8 @@ def cmd_tenant_limits(args: argparse.Namespace) -> int:
 def _tenant_session(func):  # type: ignore[no-untyped-def]
     """Run ``func(session)`` on the configured database; unknown tenants and bad account ids
     exit 1 with the message."""
-    from store.db import make_engine, make_session_factory
-    from store.identity import InvalidAccount, UnknownTenant
+    from infra.db import make_engine, make_session_factory
+    from tenants.aws_identity import InvalidAccount, UnknownTenant
 
     settings = _settings()
     engine = make_engine(settings.database_url)
@@ -232,9 +232,9 @@ def _tenant_session(func):  # type: ignore[no-untyped-def]
 
 
 def cmd_tenant_show(args: argparse.Namespace) -> int:
-    from store.identity import tenant_report
-    from store.quotas import quota_report
-    from store.revocation import access_report
+    from tenants.aws_identity import tenant_report
+    from tenants.quotas import quota_report
+    from tenants.revocation import access_report
 
     defaults = _settings().quotas
     report = _tenant_session(lambda session: {**tenant_report(session, args.name),
@@ -287,8 +287,8 @@ def _print_quotas(quotas: dict[str, dict[str, object]]) -> None:
 
 
 def cmd_tenant_quota(args: argparse.Namespace) -> int:
-    from store.auth import UnknownTenant
-    from store.quotas import InvalidQuota, quota_report, set_quotas
+    from tenants.auth import UnknownTenant
+    from tenants.quotas import InvalidQuota, quota_report, set_quotas
 
     settings = _settings()
     values: dict[str, int | None] = {}
@@ -324,7 +324,7 @@ def cmd_tenant_quota(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_allow_platform(args: argparse.Namespace) -> int:
-    from store.identity import allow_platform_credentials
+    from tenants.aws_identity import allow_platform_credentials
 
     allowed = _tenant_session(
         lambda session: allow_platform_credentials(session, args.name, args.accounts))
@@ -336,7 +336,7 @@ def cmd_tenant_allow_platform(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_revoke_platform(args: argparse.Namespace) -> int:
-    from store.identity import revoke_platform_credentials, tenant_report
+    from tenants.aws_identity import revoke_platform_credentials, tenant_report
 
     def revoke(session):  # type: ignore[no-untyped-def]
         stopped = revoke_platform_credentials(session, args.name, args.accounts)
@@ -358,9 +358,9 @@ def _dlq_embedded(args: argparse.Namespace, settings: Settings) -> int:
     re-enqueues the ones a retry asks for, at its next scheduler tick)."""
     import dramatiq
 
-    from broker.deadletters import QUEUES, DeadLetter
-    from store import deadletters
-    from store.db import make_engine, make_session_factory, upgrade
+    from infra.broker import deadletter_store as deadletters
+    from infra.broker.deadletters import QUEUES, DeadLetter
+    from infra.db import make_engine, make_session_factory, upgrade
 
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -392,8 +392,8 @@ def _dlq_embedded(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from broker.deadletters import QUEUES, DeadLetters
     from config.runtime import build_broker, build_redis
+    from infra.broker.deadletters import QUEUES, DeadLetters
 
     settings = _settings()
     if not settings.redis_url:
@@ -420,7 +420,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def _quarantined(sessions: object, args: argparse.Namespace, limit: int | None) -> list[object]:
     """The quarantine rows ``args`` selects (--tenant, --id), oldest first, up to ``limit``."""
-    from store.quarantine import list_quarantined
+    from events.quarantine import list_quarantined
 
     rows: list[object] = []
     from_id = None
@@ -437,8 +437,8 @@ def _quarantined(sessions: object, args: argparse.Namespace, limit: int | None) 
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from store.db import make_engine, make_session_factory, upgrade
-    from store.quarantine import details, document_of, purge
+    from events.quarantine import details, document_of, purge
+    from infra.db import make_engine, make_session_factory, upgrade
 
     settings = _settings()
     if settings.is_sqlite:
@@ -470,9 +470,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def _redrive(settings: Settings, sessions: object, rows: list[object]) -> int:
     """Store the rows' events again through the persist path; 0 when all are stored."""
-    from broker.dispatch import enqueue_deliveries
-    from store.quarantine import document_of
-    from store.subscriptions import IndexCache
+    from events.quarantine import document_of
+    from infra.broker.dispatch import enqueue_deliveries
+    from subscriptions.matching import IndexCache
     from workers.persist import redrive
 
     broker = None
@@ -528,12 +528,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     from api.app import create_app
-    from broker.queues import PERSIST_QUEUE
     from config.runtime import build_runtime
+    from infra.broker.queues import PERSIST_QUEUE
+    from infra.db import begin_write, upgrade
     from scheduler.loop import run_forever
-    from store.auth import SCOPES, create_tenant, mint_token, tenant_exists
-    from store.db import begin_write, upgrade
-    from store.revocation import operator_generation
+    from tenants.auth import SCOPES, create_tenant, mint_token, tenant_exists
+    from tenants.revocation import operator_generation
     from workers.main import declare_actors
 
     class _QuietRequestHandler(WSGIRequestHandler):
@@ -772,7 +772,7 @@ def _startup_failure(exc: BaseException) -> str | None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from sqlalchemy.exc import OperationalError
 
-    from store.db import DataDirError
+    from infra.db import DataDirError
 
     if isinstance(exc, StartupError | DataDirError):
         return str(exc)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from delivery.redact import needs_scrub, scrub
+from infra.redact import needs_scrub, scrub
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)

@@ -10,9 +10,10 @@ import dramatiq
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.embedded import Keep, KeepDeadLetters
-from broker.intake import Intake
-from broker.ratelimit import (
+from config.settings import Settings
+from infra.broker.embedded import Keep, KeepDeadLetters
+from infra.broker.intake import Intake
+from infra.broker.ratelimit import (
     AttemptLimiter,
     MemoryAttemptLimiter,
     MemoryRateLimiter,
@@ -20,12 +21,11 @@ from broker.ratelimit import (
     RedisAttemptLimiter,
     RedisRateLimiter,
 )
-from config.settings import Settings
-from delivery.sender import Sender
-from delivery.service import RetryPolicy
-from notifications.mailer import Mailer
-from store.crypto import SecretBox
-from store.db import make_engine, make_session_factory
+from infra.crypto import SecretBox
+from infra.db import make_engine, make_session_factory
+from jobs.mailers.base import Mailer
+from subscriptions.senders.base import Sender
+from subscriptions.service import RetryPolicy
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Runtime:
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """A RedisBroker for ``settings.redis_url``, else an in-process StubBroker."""
     if settings.redis_url:
-        from broker.redis_broker import ResilientRedisBroker
+        from infra.broker.redis_broker import ResilientRedisBroker
 
         return ResilientRedisBroker(
             url=settings.redis_url,
@@ -110,18 +110,18 @@ def build_intake(settings: Settings, broker: dramatiq.Broker, client: Any = None
     """The Redis intake charges the rate limit in its own Lua call; the in-memory one uses
     ``limiter``."""
     if settings.redis_url:
-        from broker.intakes.redis import RedisIntake
+        from infra.broker.intakes.redis import RedisIntake
 
         return RedisIntake(client or build_redis(settings), settings.intake_ttl_seconds)
-    from broker.intakes.memory import MemoryIntake
+    from infra.broker.intakes.memory import MemoryIntake
 
     return MemoryIntake(broker, settings.intake_ttl_seconds, limiter)
 
 
 def build_senders() -> dict[str, Sender]:
-    from delivery.senders.aws import ClientCache
-    from delivery.senders.sns import SnsSender
-    from delivery.senders.sqs import SqsSender
+    from subscriptions.senders.aws import ClientCache
+    from subscriptions.senders.sns import SnsSender
+    from subscriptions.senders.sqs import SqsSender
 
     clients = ClientCache()
     return {"SQS": SqsSender(clients), "SNS": SnsSender(clients)}
@@ -129,17 +129,17 @@ def build_senders() -> dict[str, Sender]:
 
 def build_mailer(settings: Settings) -> Mailer:
     if settings.sendgrid_api_key and settings.sendgrid_from_email:
-        from notifications.mailers.sendgrid import SendGridMailer
+        from jobs.mailers.sendgrid import SendGridMailer
 
         return SendGridMailer(settings.sendgrid_api_key, settings.sendgrid_from_email,
                               settings.sendgrid_api_host)
-    from notifications.mailers.log import LogMailer
+    from jobs.mailers.log import LogMailer
 
     return LogMailer()
 
 
 def _keeper(sessions: sessionmaker[Session]) -> Keep:
-    from store import deadletters
+    from infra.broker import deadletter_store as deadletters
 
     def keep(queue: str, message_id: str, encoded: str) -> None:
         with sessions() as session:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from store.limits import QUOTA_MAX, Quotas, full_pattern
+from infra.limits import QUOTA_MAX, Quotas, full_pattern
 
 # An e-mail address: printable ASCII, no spaces, one @ and a dot in the domain (matched whole).
 _EMAIL_RE = full_pattern(r"[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+")

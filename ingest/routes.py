@@ -13,12 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.http import ApiError, is_malformed_json, json_response, validation_details
 from api.observability import INGESTED
 from api.security import charge_events, claim_intake_charge, require, too_many_requests
-from broker.intake import IntakeResult, Outcome
-from broker.ratelimit import RateLimited
 from config import logging as logctx
-from ingest.service import accept_events
-from store.domain import EventIn, entity_event_problems
-from store.events import stored_versions
+from events.contract import EventIn, entity_event_problems
+from events.repository import stored_versions
+from events.service import accept_events
+from infra.broker.intake import IntakeResult, Outcome
+from infra.broker.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 

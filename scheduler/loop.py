@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import enqueue_deliveries, enqueue_runs
-from store.deliveries import overdue_deliveries
-from store.jobs import mark_enqueued, tick
+from infra.broker.dispatch import enqueue_deliveries, enqueue_runs
+from jobs.repository import mark_enqueued, tick
+from subscriptions.deliveries import overdue_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def sweep_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
 def redrive_requested(sessions: sessionmaker[Session], broker: dramatiq.Broker) -> int:
     """Enqueue the embedded default's dead letters that `eventcollector dlq retry` asked for (the
     in-process broker lives here, not in the CLI's process); return how many."""
-    from broker.embedded import redrive
-    from store.deadletters import take_requested
+    from infra.broker.deadletter_store import take_requested
+    from infra.broker.embedded import redrive
 
     with sessions() as session:
         rows = take_requested(session)

@@ -14,6 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
+import events.models  # noqa: F401  (every table on Base.metadata for the tests that create them)
+import infra.broker.deadletter_store  # noqa: F401
+import jobs.models  # noqa: F401
+import subscriptions.models  # noqa: F401
+import tenants.models  # noqa: F401
 from config.settings import Settings
 
 pytest_plugins = ["pytester"]  # tests/unit/test_secret_scan.py runs the scan on a planted leak
@@ -83,13 +88,13 @@ class Caller:
 
 def shown_id(kind: str, internal: int) -> int:
     """The opaque id the API shows for an internal row number (store.opaque), under SECRET."""
-    from store.opaque import IdCipher
+    from infra.opaque import IdCipher
 
     return IdCipher.from_secret(SECRET).encode(kind, internal)
 
 
 def internal_id(kind: str, shown: int) -> int:
-    from store.opaque import IdCipher
+    from infra.opaque import IdCipher
 
     found = IdCipher.from_secret(SECRET).decode(kind, shown)
     assert found is not None
@@ -97,7 +102,7 @@ def internal_id(kind: str, shown: int) -> int:
 
 
 def mint(tenant: str, scopes: frozenset[str] | None = None, ttl: int = 600) -> str:
-    from store.auth import SCOPES, mint_token
+    from tenants.auth import SCOPES, mint_token
 
     return mint_token(SECRET, tenant=tenant, client_id="test", scopes=scopes or frozenset(SCOPES),
                       ttl_seconds=ttl)
@@ -112,8 +117,8 @@ def embedded(tmp_path: Any) -> Iterator[Any]:
 
     from api.app import create_app
     from config.runtime import build_runtime
-    from store.auth import create_tenant
-    from store.db import upgrade
+    from infra.db import upgrade
+    from tenants.auth import create_tenant
     from workers.main import declare_actors
 
     settings = make_settings(f"sqlite:///{tmp_path / 'ec.db'}")
@@ -136,7 +141,7 @@ def embedded(tmp_path: Any) -> Iterator[Any]:
 
 def drain(app: Any) -> None:
     """Wait until the persist pool has handled everything enqueued so far."""
-    from broker.queues import PERSIST_QUEUE
+    from infra.broker.queues import PERSIST_QUEUE
 
     runtime = app.extensions["ec.runtime"]
     runtime.broker.join(PERSIST_QUEUE, timeout=10_000)
@@ -182,7 +187,7 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     from config.settings import normalize_database_url
-    from store.db import upgrade
+    from infra.db import upgrade
 
     sa_url = normalize_database_url(url)
     upgrade(sa_url)
@@ -218,7 +223,7 @@ def free_port() -> int:
 # --- the whole suite's logs and responses never carry a secret -------------------------------
 #
 # A "secret" is one of KNOWN_SECRETS (the token signing key, the subscription AWS secret key, the
-# SendGrid keys) or a client secret minted by store.auth.create_tenant in this process. Access
+# SendGrid keys) or a client secret minted by tenants.auth.create_tenant in this process. Access
 # tokens are not secrets in this sense: the token endpoint returns them by design.
 
 KNOWN_SECRETS = {SECRET, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETzz", "SG.test-key", "SG.e2e-key",
@@ -304,22 +309,22 @@ def _scanning_requests_send(original: Any) -> Any:
 def no_secret_in_any_log_line_or_response() -> Iterator[None]:
     """Every log record of the suite (any level) and every HTTP response a test receives (Flask
     and werkzeug test clients, requests) is scanned for the secrets the tests use, including
-    every client secret minted by store.auth.create_tenant. A test fails for what leaked while
+    every client secret minted by tenants.auth.create_tenant. A test fails for what leaked while
     it ran, setup included (pytest_runtest_call below); the session fails for a leak no test
     failed for (a teardown's, say)."""
     import requests
     import werkzeug.test
 
-    import store.auth
+    import tenants.auth
 
-    original = store.auth._new_client
+    original = tenants.auth._new_client
 
     def remembering(*args: Any, **kwargs: Any) -> Any:
         creds = original(*args, **kwargs)
         _client_secrets.add(creds.client_secret)
         return creds
 
-    store.auth._new_client = remembering
+    tenants.auth._new_client = remembering
     werkzeug_open = werkzeug.test.Client.open
     requests_send = requests.Session.send
     werkzeug.test.Client.open = _scanning_werkzeug_open(werkzeug_open)  # type: ignore[method-assign]
@@ -334,7 +339,7 @@ def no_secret_in_any_log_line_or_response() -> Iterator[None]:
     root.setLevel(level)
     werkzeug.test.Client.open = werkzeug_open  # type: ignore[method-assign]
     requests.Session.send = requests_send  # type: ignore[method-assign]
-    store.auth._new_client = original
+    tenants.auth._new_client = original
     unattributed = [leak for i, leak in enumerate(_leaks) if i not in _failed_for]
     assert not unattributed, unattributed[:5]  # e.g. from a fixture's teardown
 

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import DELIVERIES_PER_MESSAGE, enqueue_deliveries
-from broker.queues import DELIVER_ACTOR, DELIVER_QUEUE
-from delivery.sender import Sender
-from delivery.service import RetryPolicy, attempt_deliveries
-from store.crypto import SecretBox
+from infra.broker.dispatch import DELIVERIES_PER_MESSAGE, enqueue_deliveries
+from infra.broker.queues import DELIVER_ACTOR, DELIVER_QUEUE
+from infra.crypto import SecretBox
+from subscriptions.senders.base import Sender
+from subscriptions.service import RetryPolicy, attempt_deliveries
 from workers.grouping import Grouper
 from workers.persist import is_transient
 

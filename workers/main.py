@@ -16,7 +16,7 @@ import dramatiq
 from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
 from config.settings import ConfigError, Settings, load_settings
-from store.opaque import IdCipher
+from infra.opaque import IdCipher
 from workers.deliver import declare_deliver_actor
 from workers.notify import declare_notify_actor
 from workers.persist import declare_persist_actor

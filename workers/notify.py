@@ -8,10 +8,10 @@ from collections.abc import Callable
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import enqueue_runs
-from broker.queues import NOTIFY_ACTOR, NOTIFY_QUEUE
-from notifications.mailer import Mailer
-from notifications.service import RunBusy, run_notifications
+from infra.broker.dispatch import enqueue_runs
+from infra.broker.queues import NOTIFY_ACTOR, NOTIFY_QUEUE
+from jobs.mailers.base import Mailer
+from jobs.notifications import RunBusy, run_notifications
 from workers.persist import is_transient
 
 log = logging.getLogger(__name__)

@@ -14,18 +14,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.dispatch import BrokerUnavailable, enqueue_deliveries
-from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
-from store.db import begin_write, is_permanent_operational
-from store.events import lock_sequence, save_events
-from store.quarantine import describe, list_quarantined, quarantine, release
-from store.readmodels import project
-from store.subscriptions import (
-    IndexCache,
-    SubscriptionIndex,
-    create_deliveries,
-    pending_by_event,
-)
+from events.quarantine import describe, list_quarantined, quarantine, release
+from events.readmodels import project
+from events.repository import lock_sequence, save_events
+from infra.broker.dispatch import BrokerUnavailable, enqueue_deliveries
+from infra.broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
+from infra.db import begin_write, is_permanent_operational
+from subscriptions.deliveries import create_deliveries, pending_by_event
+from subscriptions.matching import IndexCache, SubscriptionIndex
 from workers.grouping import Grouper
 
 log = logging.getLogger(__name__)

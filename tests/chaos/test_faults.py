@@ -220,8 +220,8 @@ def test_scheduler_killed_between_commit_and_enqueue_sends_the_slot_once(
 
     from sqlalchemy.orm import sessionmaker
 
-    from store.db import make_engine
-    from store.jobs import tick
+    from infra.db import make_engine
+    from jobs.repository import tick
     from tests.integration.sendgrid_standin import SendGridStandIn
 
     standin = SendGridStandIn()

@@ -33,10 +33,10 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from config.runtime import build_runtime
-from store.auth import create_tenant
-from store.identity import role_session_name, tenant_aws
+from infra.broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
+from tenants.auth import create_tenant
+from tenants.aws_identity import role_session_name, tenant_aws
 from tests import conftest
 from tests.conftest import Caller, make_settings, mint, order_event
 from tests.integration.aws import MotoServer
@@ -64,7 +64,7 @@ def iam_moto(pg_url: str) -> Iterator[dict[str, Any]]:
     user (for the test's own checks), tenant A's queue and A's role."""
     server = MotoServer()
     tenants = {"a": f"ida-{uuid.uuid4().hex[:6]}", "b": f"idb-{uuid.uuid4().hex[:6]}"}
-    from store.db import make_engine, make_session_factory
+    from infra.db import make_engine, make_session_factory
 
     engine = make_engine(pg_url)
     with make_session_factory(engine)() as session:
@@ -265,8 +265,8 @@ def test_a_wrong_external_id_fails_the_delivery_and_deactivates_without_revealin
 def test_assumed_credentials_are_reused_then_renewed_before_they_expire_against_real_sts(
     stack: dict[str, Any]
 ) -> None:
-    from delivery.sender import Destination
-    from delivery.senders.aws import AssumedRoles
+    from subscriptions.senders.aws import AssumedRoles
+    from subscriptions.senders.base import Destination
 
     now = [time.time()]
     roles = AssumedRoles(clock=lambda: now[0])

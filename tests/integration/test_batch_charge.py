@@ -20,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from broker.ratelimit import bucket_key
+from infra.broker.ratelimit import bucket_key
 from tests.conftest import SECRET, Caller, free_port, make_settings, mint, order_event
 from tests.integration.procs import Proc, procfile_command, wait_http
 from tests.integration.test_pipeline import _app, _ensure_tenant, _set_limits
@@ -217,8 +217,8 @@ def test_migration_0010_on_postgresql(redis_url: str) -> None:
     import psycopg
     from sqlalchemy import text
 
-    from store.auth import hash_secret, secret_fingerprint
-    from store.db import make_engine, upgrade
+    from infra.db import make_engine, upgrade
+    from tenants.auth import hash_secret, secret_fingerprint
     from tests import conftest
 
     name = f"ec_mig_{uuid.uuid4().hex[:8]}"
@@ -259,7 +259,7 @@ def test_migration_0010_on_postgresql(redis_url: str) -> None:
         from alembic import command
         from alembic.config import Config
 
-        from store.db import MIGRATIONS_DIR
+        from infra.db import MIGRATIONS_DIR
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

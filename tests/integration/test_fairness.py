@@ -32,7 +32,7 @@ CLIENT_TIMEOUT = 5.0
 
 def _tenants(pg_url: str, redis_url: str, *names: str) -> None:
     from config.runtime import build_runtime
-    from store.auth import create_tenant, tenant_exists
+    from tenants.auth import create_tenant, tenant_exists
 
     runtime = build_runtime(make_settings(pg_url, redis_url))
     try:

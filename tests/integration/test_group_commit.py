@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from config.runtime import Runtime, build_runtime
-from ingest.service import prepare
-from store.domain import EventIn
-from store.models import EventRecord
-from store.subscriptions import IndexCache
+from events.contract import EventIn
+from events.models import EventRecord
+from events.service import prepare
+from subscriptions.matching import IndexCache
 from tests.conftest import make_settings, order_event, run_concurrently
 from workers.persist import GroupCommit
 
@@ -78,7 +78,7 @@ def test_concurrent_messages_share_a_transaction_and_each_learns_its_own_result(
 
 
 def _quarantined(runtime: Runtime, tenant: str) -> dict[str, Any]:
-    from store.models import QuarantinedEvent
+    from events.models import QuarantinedEvent
 
     with runtime.sessions() as session:
         return {r.event_id: r for r in session.execute(
@@ -135,7 +135,7 @@ def test_one_refused_row_among_a_thousand_is_found_in_few_savepoints(runtime: Ru
         event.remove(runtime.engine, "before_cursor_execute", count)
     # Then the 999 others are stored, in the message's order, the bad one quarantined with the
     # database's reason, found by halving (not 1,000 single-row tries)
-    from store.events import EventQuery, list_events
+    from events.repository import EventQuery, list_events
 
     with runtime.sessions() as session:
         page = list_events(session, tenant, EventQuery(per_page=1000))
@@ -159,7 +159,7 @@ def test_an_id_in_two_messages_is_stored_once(runtime: Runtime) -> None:
 
 def test_stored_documents_read_back_exactly_on_postgresql(runtime: Runtime) -> None:
     # The batched insert sends every row as one JSON parameter: awkward values must survive it.
-    from store.events import get_event, save_events, to_document
+    from events.repository import get_event, save_events, to_document
 
     tenant = f"t{uuid.uuid4().hex[:8]}"
     awkward = order_event(id="evt-awkward", entity_id=None)
@@ -192,7 +192,7 @@ def test_a_read_model_key_too_large_for_its_index_skips_the_projection_not_the_e
 
     import orjson
 
-    from store.models import ProjectionSkip
+    from events.models import ProjectionSkip
 
     tenant = f"gc-{uuid.uuid4().hex[:6]}"
     rng = random.Random(11)  # incompressible 4-byte characters (a repeated one would compress)

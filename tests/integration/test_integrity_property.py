@@ -31,19 +31,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from config.runtime import Runtime, build_runtime
-from ingest.service import prepare
-from store import limits
-from store.domain import (
-    EVENT_ID_PATTERN,
-    EntityName,
-    EventIn,
-    EventSource,
-    EventType,
-    Operation,
-    entity_event_problems,
-)
-from store.models import Delivery, QuarantinedEvent
-from store.subscriptions import IndexCache
+from events.contract import EntityName, EventIn, EventSource, EventType, Operation, entity_event_problems
+from events.models import QuarantinedEvent
+from events.service import prepare
+from infra import limits
+from infra.limits import EVENT_ID_PATTERN
+from subscriptions.matching import IndexCache
+from subscriptions.models import Delivery
 from tests.conftest import make_settings
 from workers.persist import GroupCommit
 
@@ -148,9 +142,10 @@ def runtime(pg_url: str) -> Iterator[Runtime]:
 
 
 def _subscribe(runtime: Runtime, tenant: str) -> None:
-    from store.auth import create_tenant
-    from store.crypto import SecretBox
-    from store.subscriptions import SubscriptionIn, create_subscription
+    from infra.crypto import SecretBox
+    from subscriptions.contract import SubscriptionIn
+    from subscriptions.repository import create_subscription
+    from tenants.auth import create_tenant
 
     with runtime.sessions() as session:
         create_tenant(session, tenant)
@@ -166,7 +161,7 @@ def _subscribe(runtime: Runtime, tenant: str) -> None:
 
 def test_every_event_the_validator_accepts_is_stored_and_reads_back_equal(
         runtime: Runtime) -> None:
-    from store.events import get_event, to_document
+    from events.repository import get_event, to_document
 
     run = uuid.uuid4().hex[:6]
     counter = itertools.count()

@@ -16,11 +16,11 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
 from config.runtime import build_runtime
-from notifications.mailers.sendgrid import SendGridMailer
-from store.auth import create_tenant
-from store.models import Job, JobRun
+from infra.broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
+from jobs.mailers.sendgrid import SendGridMailer
+from jobs.models import Job, JobRun
+from tenants.auth import create_tenant
 from tests.conftest import SECRET, Caller, b64, make_settings, mint
 from tests.integration.procs import Proc, procfile_command
 from tests.integration.sendgrid_standin import SendGridStandIn
@@ -217,8 +217,8 @@ def test_two_scheduler_processes_fire_each_slot_exactly_once(
     tenant = f"sch-{uuid.uuid4().hex[:6]}"
     with runtime.sessions() as session:
         create_tenant(session, tenant)
-    from store.jobs import JobIn
-    from store.jobs import create_job as store_create
+    from jobs.contract import JobIn
+    from jobs.repository import create_job as store_create
 
     past = datetime.now(UTC) - timedelta(minutes=3, seconds=10)
     ids, never = [], []

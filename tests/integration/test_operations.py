@@ -13,9 +13,9 @@ import dramatiq
 import pytest
 import requests
 
-from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from cli.main import main as cli
 from config.runtime import build_runtime
+from infra.broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from tests.conftest import SECRET, make_settings
 from tests.integration.procs import Proc, procfile_command
 
@@ -74,7 +74,7 @@ def test_dead_letters_can_be_listed_retried_and_purged(
 def test_metrics_report_requests_ingest_outcomes_and_queue_depth(
         pg_url: str, redis_url: str) -> None:
     from api.app import create_app
-    from store.auth import create_tenant, tenant_exists
+    from tenants.auth import create_tenant, tenant_exists
     from tests.conftest import Caller, mint, order_event
 
     runtime = build_runtime(make_settings(pg_url, redis_url, metrics_token=METRICS_TOKEN))
@@ -109,7 +109,7 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
 def test_persist_pool_from_the_procfile_exports_dramatiq_metrics_per_actor(
         pg_url: str, redis_url: str, tmp_path: Path) -> None:
     from api.app import create_app
-    from store.auth import create_tenant, tenant_exists
+    from tenants.auth import create_tenant, tenant_exists
     from tests.conftest import Caller, free_port, mint, order_event
 
     # Given the Procfile's persist pool, two processes, with its metrics port set

@@ -20,10 +20,10 @@ import redis
 import requests
 from sqlalchemy import select
 
-from broker.queues import PERSIST_QUEUE
 from config.runtime import build_runtime
-from store.auth import create_tenant
-from store.models import EventRecord
+from events.models import EventRecord
+from infra.broker.queues import PERSIST_QUEUE
+from tenants.auth import create_tenant
 from tests.conftest import SECRET, Caller, as_posted, free_port, make_settings, mint, order_event
 from tests.integration.procs import Proc, RedisServer, procfile_command, wait_http
 
@@ -40,7 +40,7 @@ def _app(settings: Any) -> Any:
 
 
 def _ensure_tenant(runtime: Any, name: str) -> None:
-    from store.auth import tenant_exists
+    from tenants.auth import tenant_exists
 
     with runtime.sessions() as session:
         if not tenant_exists(session, name):
@@ -132,7 +132,7 @@ def test_redis_down_answers_503_and_enqueues_nothing_then_recovers(pg_url: str,
 
 def test_persist_actor_retries_until_the_database_exists(redis_url: str) -> None:
     # Given a worker whose database does not exist yet
-    from store.db import upgrade
+    from infra.db import upgrade
     from workers.main import declare_actors
 
     name = f"ec_late_{uuid.uuid4().hex[:8]}"
@@ -143,9 +143,9 @@ def test_persist_actor_retries_until_the_database_exists(redis_url: str) -> None
     worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
-        from broker.intake import Pending
-        from ingest.service import prepare
-        from store.domain import EventIn
+        from events.contract import EventIn
+        from events.service import prepare
+        from infra.broker.intake import Pending
 
         event = EventIn.model_validate(order_event(id="late-1"))
         pending: Pending = prepare(event, datetime.now(UTC))
@@ -302,7 +302,7 @@ def test_pagination_on_postgres_skips_and_repeats_nothing_while_events_arrive(
 
 
 def _set_limits(runtime: Any, tenant: str, per_second: float, burst: int) -> None:
-    from store.models import Tenant
+    from tenants.models import Tenant
 
     with runtime.sessions() as session:
         session.query(Tenant).filter(Tenant.name == tenant).update(

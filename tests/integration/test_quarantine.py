@@ -25,10 +25,10 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from config.runtime import build_runtime
-from store.auth import create_tenant
-from store.identity import allow_platform_credentials
+from infra.broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
+from tenants.auth import create_tenant
+from tenants.aws_identity import allow_platform_credentials
 from tests.conftest import PG_ADMIN_URL, SECRET, Caller, make_settings, mint, order_event
 from tests.integration.aws import MotoServer
 
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def private_pg(pg_url: str) -> Iterator[str]:
     """A database of this test's own (pg_url first: PostgreSQL is there), migrated."""
     from config.settings import normalize_database_url
-    from store.db import upgrade
+    from infra.db import upgrade
 
     name = f"ec_test_q_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -260,7 +260,7 @@ def test_the_migrated_schema_holds_what_the_contract_accepts(private_pg: str) ->
     models): a migration that forgot a change fails here."""
     from sqlalchemy import String, create_engine
 
-    from store.models import Base
+    from infra.db import Base
 
     engine = create_engine(private_pg)
     with engine.connect() as conn:
@@ -315,9 +315,9 @@ def check_migration_0006(url: str) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from store.db import upgrade
-    from store.events import EventQuery, list_events
-    from store.quarantine import list_quarantined, quarantine
+    from events.quarantine import list_quarantined, quarantine
+    from events.repository import EventQuery, list_events
+    from infra.db import upgrade
 
     upgrade(url, "0005")
     engine = create_engine(url)

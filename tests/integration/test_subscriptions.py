@@ -14,9 +14,9 @@ import boto3
 import dramatiq
 import pytest
 
-from broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from config.runtime import build_runtime
-from store.auth import create_tenant
+from infra.broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
+from tenants.auth import create_tenant
 from tests.conftest import Caller, as_posted, make_settings, mint, order_event
 from tests.integration.aws import FaultProxy, MotoServer
 
@@ -384,7 +384,7 @@ def test_an_sdk_error_carrying_signed_headers_reaches_no_answer_log_or_line(
     Validation now refuses such a region; a row stored before that must still leak nothing."""
     from sqlalchemy import update
 
-    from store.models import Subscription
+    from subscriptions.models import Subscription
 
     caplog.set_level(logging.DEBUG)
     a = stack["a"]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from store.db import make_engine, upgrade
+from infra.db import make_engine, upgrade
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TENANTS = ["old-a", "old-b", "old-c"]

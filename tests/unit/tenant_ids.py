@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from store.db import begin_write, make_engine, make_session_factory, upgrade
-from store.events import TENANT_SEQ_BASE as B
-from store.events import EventQuery, get_event_by_number, list_events, lock_sequence, save_events
-from store.models import EventRecord
+from events.models import EventRecord
+from events.repository import TENANT_SEQ_BASE as B
+from events.repository import EventQuery, get_event_by_number, list_events, lock_sequence, save_events
+from infra.db import begin_write, make_engine, make_session_factory, upgrade
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 # Events as a database at revision 0007 holds them: two tenants interleaved in the global seq.

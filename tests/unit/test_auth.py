@@ -10,15 +10,8 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from store.auth import (
-    SCOPES,
-    Credentials,
-    check_secret,
-    create_tenant,
-    mint_token,
-    verify_token,
-)
-from store.models import ApiClient
+from tenants.auth import SCOPES, Credentials, check_secret, create_tenant, mint_token, verify_token
+from tenants.models import ApiClient
 from tests.conftest import SECRET, Caller, as_posted, drain, mint, order_event
 from tests.unit.test_ingest import assert_error, embedded, stored_total, template_db  # noqa: F401
 
@@ -472,7 +465,7 @@ def test_omitting_scope_grants_all_of_the_clients_scopes(
 
 
 def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    import store.auth
+    import tenants.auth
 
     # Given a token valid for 60 s, verified once (and so remembered)
     token = mint_token(SECRET, tenant="acme", client_id="x", scopes=frozenset(SCOPES),
@@ -481,40 +474,40 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     assert verify_token(SECRET, token).tenant == "acme"
     # When the clock passes its expiry (and the 30 s tolerance)
     later = time.time() + 60 + 31
-    monkeypatch.setattr(store.auth.time, "time", lambda: later)
+    monkeypatch.setattr(tenants.auth.time, "time", lambda: later)
     # Then the remembered token is refused as expired and forgotten (PyJWT, which reads the
     # real clock, checks it again from then on)
-    with pytest.raises(store.auth.InvalidToken, match="expired"):
+    with pytest.raises(tenants.auth.InvalidToken, match="expired"):
         verify_token(SECRET, token)
-    assert (SECRET, token) not in store.auth._VERIFIED
+    assert (SECRET, token) not in tenants.auth._VERIFIED
 
 
 def test_a_remembered_token_is_not_accepted_under_another_key_or_altered() -> None:
-    import store.auth
+    import tenants.auth
 
     token = mint_token(SECRET, tenant="acme", client_id="x", scopes=frozenset(SCOPES),
                        ttl_seconds=60)
     assert verify_token(SECRET, token).tenant == "acme"
     # Then the same token under another signing key is refused
-    with pytest.raises(store.auth.InvalidToken):
+    with pytest.raises(tenants.auth.InvalidToken):
         verify_token("another-signing-key-of-enough-length-0123456789", token)
     # And a token with its signature altered is refused
     head, payload, signature = token.split(".")
     middle = len(signature) // 2
     swapped = "A" if signature[middle] != "A" else "B"
     altered = f"{head}.{payload}.{signature[:middle]}{swapped}{signature[middle + 1:]}"
-    with pytest.raises(store.auth.InvalidToken):
+    with pytest.raises(tenants.auth.InvalidToken):
         verify_token(SECRET, altered)
 
 
 def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import store.auth
+    import tenants.auth
 
-    monkeypatch.setattr(store.auth, "_VERIFIED_MAX", 3)
+    monkeypatch.setattr(tenants.auth, "_VERIFIED_MAX", 3)
     tokens = [mint_token(SECRET, tenant="acme", client_id=f"c{i}", scopes=frozenset(SCOPES),
                          ttl_seconds=60) for i in range(5)]
     for token in tokens:
         verify_token(SECRET, token)
-    assert len(store.auth._VERIFIED) == 3
-    assert (SECRET, tokens[-1]) in store.auth._VERIFIED
-    assert (SECRET, tokens[0]) not in store.auth._VERIFIED
+    assert len(tenants.auth._VERIFIED) == 3
+    assert (SECRET, tokens[-1]) in tenants.auth._VERIFIED
+    assert (SECRET, tokens[0]) not in tenants.auth._VERIFIED

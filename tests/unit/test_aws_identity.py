@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from delivery.sender import Destination
-from delivery.senders.stub import StubSender
-from store.models import Subscription, Tenant
+from subscriptions.models import Subscription
+from subscriptions.senders.base import Destination
+from subscriptions.senders.stub import StubSender
+from tenants.models import Tenant
 from tests.conftest import Caller, order_event
 from tests.unit import test_subscriptions_api as api_tests
 from tests.unit.test_ingest import assert_error
@@ -62,7 +63,7 @@ def role_body(url: str = QUEUE_URL, role: str = ROLE_ARN, **overrides: Any) -> d
 
 
 def allow(app: Any, tenant: str, *accounts: str) -> None:
-    from store.identity import allow_platform_credentials
+    from tenants.aws_identity import allow_platform_credentials
 
     with runtime_of(app).sessions() as session:
         allow_platform_credentials(session, tenant, list(accounts))
@@ -364,7 +365,7 @@ def _platform_sub(app: Any, acme: Caller) -> dict[str, Any]:
 def test_revoking_the_opt_in_deactivates_platform_subscriptions_with_the_reason(
     acme: Caller, stub: StubSender
 ) -> None:
-    from store.identity import revoke_platform_credentials
+    from tenants.aws_identity import revoke_platform_credentials
 
     app = acme.client.application
     sub = _platform_sub(app, acme)
@@ -411,7 +412,7 @@ def test_a_platform_subscription_no_longer_allowed_is_deactivated_at_send_time_w
 def test_removing_the_subscriptions_account_from_the_list_stops_it_too(
     acme: Caller, stub: StubSender
 ) -> None:
-    from store.identity import revoke_platform_credentials
+    from tenants.aws_identity import revoke_platform_credentials
 
     app = acme.client.application
     allow(app, "acme", ACCOUNT, "210987654321")
@@ -449,7 +450,7 @@ def test_the_test_send_to_a_destination_not_allowed_says_only_not_allowed(
 def test_the_role_session_name_is_a_valid_sts_name_for_any_tenant_and_id() -> None:
     import re
 
-    from store.identity import role_session_name
+    from tenants.aws_identity import role_session_name
 
     for tenant, sub_id in [("acme", "s-1"), ("a" * 64, "b" * 128), ("x.y-z", "id:with:colons")]:
         name = role_session_name(tenant, sub_id)
@@ -505,7 +506,7 @@ def test_migrated_platform_subscriptions_keep_delivering_only_where_the_tenant_i
         assert entry["errorCode"] == "NotAllowed"
         assert old_b.get(f"{BASE}/keyless-too").get_json()["active"] is True
         # And the operator's view lists it
-        from store.identity import tenant_report
+        from tenants.aws_identity import tenant_report
 
         with runtime_of(app).sessions() as session:
             report = tenant_report(session, "old-a")
@@ -549,7 +550,7 @@ def _role_destination(external_id: str = "ec-one", role: str = ROLE_ARN) -> Dest
 
 
 def test_assumed_credentials_are_reused_until_five_minutes_before_they_expire() -> None:
-    from delivery.senders.aws import AssumedRoles
+    from subscriptions.senders.aws import AssumedRoles
 
     clock = _Clock()
     sts = _RecordingSts(clock)
@@ -574,7 +575,7 @@ def test_assumed_credentials_are_reused_until_five_minutes_before_they_expire() 
 
 
 def test_concurrent_senders_share_one_assume_role_call() -> None:
-    from delivery.senders.aws import AssumedRoles
+    from subscriptions.senders.aws import AssumedRoles
 
     clock = _Clock()
     sts = _RecordingSts(clock, delay=0.05)
@@ -592,7 +593,7 @@ def test_concurrent_senders_share_one_assume_role_call() -> None:
 def test_a_refused_assume_role_is_permanent_and_not_cached_and_throttling_is_transient() -> None:
     from botocore.exceptions import ClientError
 
-    from delivery.senders.aws import AssumedRoles, CredentialsFailed
+    from subscriptions.senders.aws import AssumedRoles, CredentialsFailed
 
     clock = _Clock()
 
@@ -626,10 +627,10 @@ def test_a_refused_assume_role_is_permanent_and_not_cached_and_throttling_is_tra
 def test_senders_turn_a_refused_role_into_a_failed_result_for_every_message() -> None:
     from botocore.exceptions import ClientError
 
-    from delivery.sender import OutgoingMessage
-    from delivery.senders.aws import AssumedRoles, ClientCache
-    from delivery.senders.sns import SnsSender
-    from delivery.senders.sqs import SqsSender
+    from subscriptions.senders.aws import AssumedRoles, ClientCache
+    from subscriptions.senders.base import OutgoingMessage
+    from subscriptions.senders.sns import SnsSender
+    from subscriptions.senders.sqs import SqsSender
 
     class Refusing:
         def assume_role(self, **kwargs: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cli.main import main
-from store.auth import SCOPES, InvalidToken, authenticate_client, verify_token
+from tenants.auth import SCOPES, InvalidToken, authenticate_client, verify_token
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_tenant_create_json_prints_one_object_with_usable_credentials(
     assert created["client_id"].startswith("ec_")
     assert len(created["client_secret"]) >= 32
     # And the credentials authenticate against the database it created
-    from store.db import make_engine, make_session_factory
+    from infra.db import make_engine, make_session_factory
 
     engine = make_engine(f"sqlite:///{data_dir / 'eventcollector.db'}")
     try:
@@ -184,9 +184,10 @@ def _platform_subscription(data_dir: Path, tenant: str, sub_id: str, url: str) -
     """A platform-credential subscription as the API would store it (the tenant is opted in)."""
     from cryptography.fernet import Fernet
 
-    from store.crypto import SecretBox
-    from store.db import make_engine, make_session_factory
-    from store.subscriptions import SubscriptionIn, create_subscription
+    from infra.crypto import SecretBox
+    from infra.db import make_engine, make_session_factory
+    from subscriptions.contract import SubscriptionIn
+    from subscriptions.repository import create_subscription
 
     body = {"id": sub_id, "entityType": "ORDER", "subscribeCreate": True, "destination": {
         "type": "SQS", "sqs": {"queueUrl": url, "credentials": "platform"}}}
@@ -279,10 +280,10 @@ def test_quarantine_list_retry_and_purge_on_the_embedded_default(
 
     from sqlalchemy import text
 
-    from ingest.service import prepare
-    from store.db import make_engine, make_session_factory
-    from store.domain import EventIn
-    from store.subscriptions import IndexCache
+    from events.contract import EventIn
+    from events.service import prepare
+    from infra.db import make_engine, make_session_factory
+    from subscriptions.matching import IndexCache
     from tests.conftest import order_event
     from workers.persist import GroupCommit
 
@@ -321,7 +322,7 @@ def test_quarantine_list_retry_and_purge_on_the_embedded_default(
     assert [json.loads(line) for line in out.splitlines()] == [
         {"tenant": "shop", "event_id": "q-1", "status": "stored"}]
     with sessions() as session:
-        from store.events import get_event
+        from events.repository import get_event
 
         assert get_event(session, "shop", "q-1") is not None
     # And purge needs --yes, then deletes what is left

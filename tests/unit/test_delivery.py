@@ -21,24 +21,22 @@ from botocore.exceptions import (
 from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 
-from broker.dispatch import enqueue_deliveries
-from broker.queues import DELIVER_ACTOR, PERSIST_ACTOR
-from delivery.sender import OutgoingMessage, SendResult
-from delivery.senders.aws import batch_results, classify
-from delivery.senders.sqs import _chunks as sqs_chunks
-from delivery.senders.stub import StubSender
-from delivery.service import RetryPolicy, attempt_deliveries, attempt_delivery, build_message
-from ingest.service import prepare
-from store.crypto import SecretBox
-from store.domain import EventIn
-from store.events import save_events
-from store.models import Delivery, Tenant
-from store.subscriptions import (
-    build_index,
-    create_deliveries,
-    list_subscriptions,
-    pending_by_event,
-)
+from events.contract import EventIn
+from events.repository import save_events
+from events.service import prepare
+from infra.broker.dispatch import enqueue_deliveries
+from infra.broker.queues import DELIVER_ACTOR, PERSIST_ACTOR
+from infra.crypto import SecretBox
+from subscriptions.deliveries import create_deliveries, pending_by_event
+from subscriptions.matching import build_index
+from subscriptions.models import Delivery
+from subscriptions.repository import list_subscriptions
+from subscriptions.senders.aws import batch_results, classify
+from subscriptions.senders.base import OutgoingMessage, SendResult
+from subscriptions.senders.sqs import _chunks as sqs_chunks
+from subscriptions.senders.stub import StubSender
+from subscriptions.service import RetryPolicy, attempt_deliveries, attempt_delivery, build_message
+from tenants.models import Tenant
 from tests.conftest import Caller, as_posted, internal_id, order_event, shown_id
 from tests.unit import test_subscriptions_api as api_tests
 from tests.unit.test_ingest import assert_error
@@ -687,7 +685,7 @@ def test_retry_delay_follows_the_schedule_within_the_jitter_bounds() -> None:
 
 
 def test_retry_delay_uses_exactly_the_jitter_extremes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import delivery.service as service
+    import subscriptions.service as service
 
     policy = RetryPolicy(schedule=(10, 60), jitter=0.25)
     monkeypatch.setattr(service.random, "uniform", lambda low, high: low)
@@ -776,7 +774,7 @@ def test_classify_an_unexpected_exception_without_its_text() -> None:
 
 
 def test_the_stub_sender_returns_its_failures_in_order_then_succeeds() -> None:
-    from delivery.sender import Destination, OutgoingMessage
+    from subscriptions.senders.base import Destination, OutgoingMessage
 
     sender = StubSender()
     sender.failures.extend([UNAVAILABLE, DENIED])
@@ -924,7 +922,7 @@ def test_a_broker_outage_while_enqueueing_is_a_transient_error_the_pools_retry()
     import redis
     from dramatiq.brokers.stub import StubBroker
 
-    from broker.dispatch import BrokerUnavailable, enqueue_runs
+    from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
     from workers.persist import is_transient
 
     class DownBroker(StubBroker):

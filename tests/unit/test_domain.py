@@ -1,4 +1,4 @@
-"""store/domain.py: event ids, hashing, time formats and the input model without HTTP."""
+"""events/contract.py: event ids, hashing, time formats and the input model without HTTP."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from store.domain import (
-    EventIn,
-    body_hash,
-    decoded_payload,
-    event_document,
-    format_time,
-    new_event_id,
-    parse_time,
-)
+from events.contract import EventIn, body_hash, decoded_payload, event_document, new_event_id
+from infra.timefmt import format_time, parse_time
 from tests.conftest import b64, order_event
 
 

@@ -12,11 +12,11 @@ from typing import Any
 import dramatiq
 import pytest
 
-from broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from cli.main import main as cli
 from config.runtime import Runtime
+from infra.broker.deadletter_store import counts
+from infra.broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from scheduler.loop import redrive_requested
-from store.deadletters import counts
 from tests.conftest import SECRET
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import fakeredis
 import pytest
 
-from broker.intakes.redis import RedisIntake
-from broker.ratelimit import RedisRateLimiter, bucket_key
+from infra.broker.intakes.redis import RedisIntake
+from infra.broker.ratelimit import RedisRateLimiter, bucket_key
 from tests.conftest import Caller, mint, order_event
 from tests.unit.test_ingest import running_app
 

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from api.events import EventListParams
 from api.open_loyalty import OpenLoyaltyParams
-from store.domain import EVENT_ID_PATTERN, EntityName, EventSource, EventType, Operation
+from events.contract import EntityName, EventSource, EventType, Operation
+from infra.limits import EVENT_ID_PATTERN
 from tests.conftest import Caller, as_posted, b64, drain, make_settings, mint, order_event
 from tests.unit.test_ingest import (  # noqa: F401 - fixtures
     assert_error,

@@ -19,7 +19,7 @@ import dramatiq
 import orjson
 import pytest
 
-from store.events import TENANT_SEQ_BASE
+from events.repository import TENANT_SEQ_BASE
 from tests.conftest import Caller, as_posted, b64, drain, make_settings, mint, order_event
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -114,7 +114,7 @@ def running_app(db_path: Path, *, migrate: bool = True, **settings_kw: Any) -> I
     """An embedded app like conftest's ``embedded``, with chosen settings and database file."""
     from api.app import create_app
     from config.runtime import build_runtime
-    from store.db import upgrade
+    from infra.db import upgrade
     from workers.main import declare_actors
 
     settings = make_settings(f"sqlite:///{db_path}", **settings_kw)
@@ -137,8 +137,8 @@ def running_app(db_path: Path, *, migrate: bool = True, **settings_kw: Any) -> I
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file holding tenants acme and globex, built once per session."""
-    from store.auth import create_tenant
-    from store.db import make_engine, make_session_factory, upgrade
+    from infra.db import make_engine, make_session_factory, upgrade
+    from tenants.auth import create_tenant
 
     path = tmp_path_factory.mktemp("template") / "ec.db"
     upgrade(f"sqlite:///{path}")

@@ -29,10 +29,10 @@ import jwt
 import pytest
 from cryptography.fernet import Fernet
 
-from broker.queues import DELIVER_QUEUE, NOTIFY_QUEUE
-from delivery.senders.stub import StubSender
-from notifications.mailers.stub import StubMailer
-from store.auth import SCOPES, mint_token
+from infra.broker.queues import DELIVER_QUEUE, NOTIFY_QUEUE
+from jobs.mailers.stub import StubMailer
+from subscriptions.senders.stub import StubSender
+from tenants.auth import SCOPES, mint_token
 from tests.conftest import SECRET, Caller, drain, make_settings, mint, order_event
 from tests.unit.test_ingest import template_db  # noqa: F401 - session-scoped template database
 from tests.unit.test_jobs_api import job_body
@@ -469,8 +469,8 @@ _RACE_BUG = (
 
 
 @pytest.mark.parametrize(("module", "lookup", "path", "body"), [
-    ("store.jobs", "get_job", JOBS, job_body(id="race-job")),
-    ("store.subscriptions", "get_subscription", SUBS, sqs_body(GLOBEX_QUEUE, id="race-sub")),
+    ("jobs.repository", "get_job", JOBS, job_body(id="race-job")),
+    ("subscriptions.repository", "get_subscription", SUBS, sqs_body(GLOBEX_QUEUE, id="race-sub")),
 ], ids=["job", "subscription"])
 def test_an_api_write_racing_a_worker_commit_is_not_a_503(
     world: World, monkeypatch: pytest.MonkeyPatch, module: str, lookup: str, path: str,

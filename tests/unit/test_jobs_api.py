@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import dramatiq
 import pytest
 
-from broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
-from notifications.mailer import Mailer
-from notifications.mailers.stub import StubMailer
+from infra.broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
+from jobs.mailers.base import Mailer
+from jobs.mailers.stub import StubMailer
 from tests.conftest import Caller, b64, internal_id, make_settings, mint
 
 BASE = "/api/v1/jobs"
@@ -54,8 +54,8 @@ _TEMPLATES: dict[Path, Path] = {}
 def template_db_path(factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file holding tenants acme and globex, built once per test session
     (whichever of the four notification-job modules runs first builds it)."""
-    from store.auth import create_tenant
-    from store.db import make_engine, make_session_factory, upgrade
+    from infra.db import make_engine, make_session_factory, upgrade
+    from tenants.auth import create_tenant
 
     key = factory.getbasetemp()
     if key in _TEMPLATES:

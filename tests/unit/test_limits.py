@@ -30,16 +30,12 @@ from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, String, Text
 
-from store import limits
-from store.models import (
-    Base,
-    DeliveryAttempt,
-    EventRecord,
-    Job,
-    QuarantinedEvent,
-    Subscription,
-    Tenant,
-)
+from events.models import EventRecord, QuarantinedEvent
+from infra import limits
+from infra.db import Base
+from jobs.models import Job
+from subscriptions.models import DeliveryAttempt, Subscription
+from tenants.models import Tenant
 
 
 class Leaf(typing.NamedTuple):
@@ -121,9 +117,9 @@ def _models() -> dict[str, type[BaseModel]]:
     from api.quarantine import QuarantineParams
     from api.subscriptions import AttemptParams, ReplayIn
     from api.subscriptions import ListParams as SubscriptionListParams
-    from store.domain import EventIn
-    from store.jobs import JobIn
-    from store.subscriptions import SubscriptionIn
+    from events.contract import EventIn
+    from jobs.contract import JobIn
+    from subscriptions.contract import SubscriptionIn
 
     return {"EventIn": EventIn, "SubscriptionIn": SubscriptionIn, "JobIn": JobIn,
             "ReplayIn": ReplayIn, "EventListParams": EventListParams,
@@ -312,7 +308,7 @@ def test_what_a_field_accepts_fits_its_columns(path: str) -> None:
 
 
 def test_event_types_fit_their_column() -> None:
-    from store.domain import EventType
+    from events.contract import EventType
 
     joined = " ".join(sorted(t.value for t in EventType))
     assert len(joined) <= S.event_types.type.length
@@ -327,7 +323,7 @@ def _longest_match(pattern: Any, alphabet: str = "a") -> int:
 
 
 def test_every_tenant_and_event_id_column_takes_the_longest_valid_name_and_id() -> None:
-    from store.domain import EVENT_ID_RE, TENANT_RE
+    from infra.limits import EVENT_ID_RE, TENANT_RE
 
     assert _longest_match(TENANT_RE) == limits.TENANT_MAX
     assert _longest_match(EVENT_ID_RE) == limits.EVENT_ID_MAX
@@ -346,7 +342,7 @@ def test_a_tenants_rate_limit_is_bounded_by_what_its_columns_hold() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from store.auth import InvalidRateLimit, create_tenant, set_rate_limit
+    from tenants.auth import InvalidRateLimit, create_tenant, set_rate_limit
 
     assert limits.RATE_BURST_MAX <= INT_RANGES["postgresql"][Integer][1]
     assert isinstance(Tenant.__table__.c.rate_burst.type, Integer)

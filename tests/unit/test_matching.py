@@ -10,16 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from delivery.senders.stub import StubSender
-from store.domain import EntityName
-from store.models import Delivery, Subscription, Tenant
-from store.subscriptions import (
-    IndexCache,
-    SubscriptionIn,
-    build_index,
-    create_deliveries,
-    create_subscription,
-)
+from events.contract import EntityName
+from subscriptions.contract import SubscriptionIn
+from subscriptions.deliveries import create_deliveries
+from subscriptions.matching import IndexCache, build_index
+from subscriptions.models import Delivery, Subscription
+from subscriptions.repository import create_subscription
+from subscriptions.senders.stub import StubSender
+from tenants.models import Tenant
 from tests.conftest import Caller, b64, order_event
 from tests.unit import test_subscriptions_api as api_tests
 from tests.unit.test_subscriptions_api import (

@@ -18,15 +18,16 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from sqlalchemy import event, select
 
-import notifications.service
-from notifications.compose import DEFAULT_LOW_STOCK_THRESHOLD, with_utm
-from notifications.mailer import MAX_PERSONALIZATIONS, MailResult, Recipient
-from notifications.mailers.stub import StubMailer
-from notifications.service import RETRY_SCHEDULE, run_notifications
+import jobs.notifications
+from events.models import Customer, Wishlist, WishlistItem
+from jobs.compose import DEFAULT_LOW_STOCK_THRESHOLD, with_utm
+from jobs.mailers.base import MAX_PERSONALIZATIONS, MailResult, Recipient
+from jobs.mailers.stub import StubMailer
+from jobs.models import JobRun, RunRecipient
+from jobs.notifications import RETRY_SCHEDULE, run_notifications
+from jobs.repository import get_job as load_job
+from jobs.repository import run_now
 from scheduler.loop import tick_once
-from store.jobs import get_job as load_job
-from store.jobs import run_now
-from store.models import Customer, JobRun, RunRecipient, Wishlist, WishlistItem
 from tests.conftest import Caller, shown_id
 from tests.unit.test_jobs_api import (
     BASE,
@@ -421,7 +422,7 @@ def test_customers_without_email_are_skipped_until_they_get_one(acme: Caller, st
 def test_a_transient_failure_is_retried_and_mails_each_customer_once(
         acme: Caller, stub: StubMailer, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a retry schedule short enough for a unit test (SendGrid's retry_after still applies)
-    monkeypatch.setattr(notifications.service, "RETRY_SCHEDULE", (0.01,) * len(RETRY_SCHEDULE))
+    monkeypatch.setattr(jobs.notifications, "RETRY_SCHEDULE", (0.01,) * len(RETRY_SCHEDULE))
     post_events(acme, *customers_wishlists(3))
     create_job(acme, id="job-429")
     # And a mailer that answers 429 once, then accepts
@@ -633,7 +634,7 @@ def test_a_concurrent_commit_after_a_successful_send_does_not_mail_twice(acme: C
 def test_a_second_message_for_a_run_in_progress_waits_and_never_mails_twice(acme: Caller) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from notifications.service import RunBusy
+    from jobs.notifications import RunBusy
 
     mailer = StubMailer()
     post_events(acme, wishlist("w-1", customer("c-1"), [item("p-1")]))

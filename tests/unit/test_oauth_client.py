@@ -13,7 +13,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from werkzeug.serving import make_server
 
-from store.auth import Credentials, create_tenant
+from tenants.auth import Credentials, create_tenant
 from tests.conftest import free_port, order_event
 
 

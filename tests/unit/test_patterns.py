@@ -25,8 +25,8 @@ from config.settings import ConfigError
 from tests.conftest import Caller, mint
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ["api", "broker", "cli", "config", "delivery", "ingest", "notifications", "scheduler",
-           "store", "workers"]
+PRODUCT = ["api", "cli", "config", "events", "infra", "ingest", "jobs", "scheduler", "subscriptions",
+           "tenants", "workers"]
 
 # A trailing newline (the `$` hole), and what else must never pass as part of a matched value.
 SUFFIXES = ["\n", "\r\n", "\r", " ", "\t", "\x00", "\x0b", "\x0c", "\x85", "\u2028", "\u00a0"]
@@ -44,7 +44,7 @@ def accepts(check: Callable[[str], Any], value: str) -> bool:
 # --- the checks: each calls the product code that validates the value ----------------------
 
 def _event_id(value: str) -> Any:
-    from store.domain import EventIn
+    from events.contract import EventIn
 
     return EventIn.model_validate({"id": value, "event_source": "CONNECTOR", "event_type": "FAULT"})
 
@@ -56,7 +56,7 @@ def _path_id(value: str) -> bool:
 
 
 def _subscription(**block: Any) -> Any:
-    from store.subscriptions import SubscriptionIn
+    from subscriptions.contract import SubscriptionIn
 
     kind = "sqs" if "queueUrl" in block else "sns"
     if "accessKey" not in block and "credentials" not in block:  # issue 12: a stated identity
@@ -93,15 +93,16 @@ def _access_key(value: str) -> Any:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from store.crypto import SecretBox
-    from store.models import Base
-    from store.subscriptions import SubscriptionError, create_subscription
+    from infra.crypto import SecretBox
+    from infra.db import Base
+    from subscriptions.contract import SubscriptionError
+    from subscriptions.repository import create_subscription
 
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
     data = _subscription(queueUrl=QUEUE, accessKey=value, accessSecret="s" * 40)
     with Session(engine) as session:
-        from store.auth import create_tenant
+        from tenants.auth import create_tenant
 
         create_tenant(session, "acme")
         try:
@@ -116,7 +117,7 @@ def _role_arn(value: str) -> Any:
 
 
 def _account(value: str) -> Any:
-    from store.identity import InvalidAccount, parse_accounts
+    from tenants.aws_identity import InvalidAccount, parse_accounts
 
     try:
         return parse_accounts([value])
@@ -134,8 +135,8 @@ def _tenant_name(value: str) -> Any:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from store.auth import InvalidTenantName, create_tenant
-    from store.models import Base
+    from infra.db import Base
+    from tenants.auth import InvalidTenantName, create_tenant
 
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
@@ -153,7 +154,7 @@ def _request_id(value: str) -> bool:
 
 
 def _fifo_id(value: str) -> bool:
-    from delivery.service import _fifo_id
+    from subscriptions.service import _fifo_id
 
     return _fifo_id(value) == value  # an id that is not safe as it is gets hashed
 
@@ -167,14 +168,14 @@ def _sendgrid_from(value: str) -> Any:
 
 
 def _schedule_expression(value: str) -> Any:
-    from store.jobs import JobIn
+    from jobs.contract import JobIn
 
     return JobIn.model_validate({"notification": "REMINDER", "template_id": "d-1",
                                  "scheduleExpression": value})
 
 
 def _schedule(value: str) -> Any:
-    from store.jobs import JobIn
+    from jobs.contract import JobIn
 
     return JobIn.model_validate({"notification": "REMINDER", "template_id": "d-1",
                                  "schedule": value})
@@ -282,33 +283,33 @@ def test_a_subscription_region_with_a_trailing_newline_is_a_400(embedded: Any) -
 # Where each regular expression of the product is used (file: the names or call sites found
 # below), and the case above that tests it. A new pattern fails the test until it is added.
 COVERED = {
-    ("store/domain.py", "EVENT_ID"): "event id (EventIn.id)",
-    ("store/domain.py", "EVENT_ID_RE"): "event id in a path (api.events.valid_event_id)",
-    ("store/domain.py", "TENANT"): "tenant name",
-    ("store/domain.py", "TENANT_RE"): "tenant name",
-    ("store/subscriptions.py", "REGION_RE"): "region",
-    ("store/subscriptions.py", "SQS_AWS_URL_RE"): "SQS queue URL",
-    ("store/subscriptions.py", "QUEUE_PATH_RE"): "queue path on the endpoint override",
-    ("store/subscriptions.py", "TOPIC_ARN_RE"): "SNS topic ARN",
-    ("store/subscriptions.py", "ACCESS_KEY_RE"): "access key id",
-    ("store/subscriptions.py", "URL_CHARS_RE"): "SQS queue URL",
-    ("store/subscriptions.py", "ROLE_ARN_RE"): "role ARN",
-    ("store/identity.py", "ACCOUNT_RE"): "AWS account id (tenant allow-platform-credentials)",
-    ("store/schedules.py", "_RATE_RE"): "scheduleExpression",
-    ("store/schedules.py", "_CRON_WRAP_RE"): "scheduleExpression",
-    ("store/schedules.py", "_CRON_CHARS_RE"): "schedule (5-field cron)",
+    ("infra/limits.py", "EVENT_ID"): "event id (EventIn.id)",
+    ("infra/limits.py", "EVENT_ID_RE"): "event id in a path (api.events.valid_event_id)",
+    ("infra/limits.py", "TENANT"): "tenant name",
+    ("infra/limits.py", "TENANT_RE"): "tenant name",
+    ("subscriptions/contract.py", "REGION_RE"): "region",
+    ("subscriptions/contract.py", "SQS_AWS_URL_RE"): "SQS queue URL",
+    ("subscriptions/contract.py", "QUEUE_PATH_RE"): "queue path on the endpoint override",
+    ("subscriptions/contract.py", "TOPIC_ARN_RE"): "SNS topic ARN",
+    ("subscriptions/contract.py", "ACCESS_KEY_RE"): "access key id",
+    ("subscriptions/contract.py", "URL_CHARS_RE"): "SQS queue URL",
+    ("subscriptions/contract.py", "ROLE_ARN_RE"): "role ARN",
+    ("tenants/aws_identity.py", "ACCOUNT_RE"): "AWS account id (tenant allow-platform-credentials)",
+    ("jobs/schedules.py", "_RATE_RE"): "scheduleExpression",
+    ("jobs/schedules.py", "_CRON_WRAP_RE"): "scheduleExpression",
+    ("jobs/schedules.py", "_CRON_CHARS_RE"): "schedule (5-field cron)",
     ("api/observability.py", "_ID_RE"): "X-Request-ID",
-    ("delivery/service.py", "_SAFE_ID"): "FIFO group / deduplication id",
+    ("subscriptions/service.py", "_SAFE_ID"): "FIFO group / deduplication id",
     ("config/settings.py", "_EMAIL_RE"): "SENDGRID_FROM_EMAIL",
 }
 # Regular expressions that validate nothing a client or operator sends (they rewrite or scrub
 # text the product made itself), with the reason.
 NOT_VALIDATION = {
-    ("store/schedules.py", "_DOW_NUMBER_RE"): "rewrites AWS day numbers of a cron(...) that "
+    ("jobs/schedules.py", "_DOW_NUMBER_RE"): "rewrites AWS day numbers of a cron(...) that "
                                               "_CRON_CHARS_RE already checked",
-    ("store/identity.py", "_SESSION_CHARS"): "rewrites the role session name the product builds "
+    ("tenants/aws_identity.py", "_SESSION_CHARS"): "rewrites the role session name the product builds "
                                              "(tests/unit/test_aws_identity.py)",
-    **{("delivery/redact.py", name): "scrubs SDK error text (tests/unit/test_redact.py)"
+    **{("infra/redact.py", name): "scrubs SDK error text (tests/unit/test_redact.py)"
        for name in ("_AUTH_VALUE", "_SECRETISH", "_KEY_ID", "_SIGNATURE", "_MARKER")},
 }
 
@@ -366,7 +367,7 @@ def test_python_patterns_are_never_matched_with_match_or_search() -> None:
     exempt = {name for _, name in NOT_VALIDATION}
     for package in PRODUCT:
         for path in (ROOT / package).rglob("*.py"):
-            if path == ROOT / "store" / "limits.py":
+            if path == ROOT / "infra" / "limits.py":
                 continue  # full_pattern itself
             for lineno, line in enumerate(path.read_text().splitlines(), 1):
                 if line.split(" = ")[0].strip() in exempt:

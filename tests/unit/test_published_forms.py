@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from store.domain import EntityName, EventSource
+from events.contract import EntityName, EventSource
 from tests.conftest import Caller, b64, drain, order_event
 from tests.unit.test_ingest import SEED_000_REQUEST, embedded, template_db  # noqa: F401
 from tests.unit.test_reads import ol_get, post_many

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select, update
 
-from delivery.sender import SendResult
-from store.events import TENANT_SEQ_BASE as B
-from store.models import Delivery
-from store.quotas import set_quotas
+from events.repository import TENANT_SEQ_BASE as B
+from subscriptions.models import Delivery
+from subscriptions.senders.base import SendResult
+from tenants.quotas import set_quotas
 from tests.conftest import Caller, drain, internal_id, mint, order_event
 from tests.unit import test_subscriptions_api
 from tests.unit.test_ingest import assert_error
@@ -296,7 +296,7 @@ def test_attempt_delivery_and_run_ids_are_opaque_and_their_cursor_pages(
 
 
 def test_quarantine_entry_ids_are_opaque_and_page(app: Any, acme: Caller) -> None:
-    from store.quarantine import quarantine
+    from events.quarantine import quarantine
 
     # Given three quarantined events of acme (entries 1, 2, 3 of the global sequence)
     with runtime_of(app).sessions() as session:
@@ -330,7 +330,7 @@ def test_migration_0009_renumbers_events_per_tenant_and_keeps_legacy_cursors_on_
 
 def test_concurrent_persist_transactions_number_each_tenant_without_gaps_on_sqlite(
         tmp_path: Path) -> None:
-    from store.db import upgrade
+    from infra.db import upgrade
     from tests.unit.tenant_ids import check_concurrent_numbering
 
     url = f"sqlite:///{tmp_path / 'c.db'}"

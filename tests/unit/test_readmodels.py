@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from notifications.mailers.stub import StubMailer
-from store.models import Customer, Price, ProjectionSkip, StockLevel, Wishlist, WishlistItem
+from events.models import Customer, Price, ProjectionSkip, StockLevel, Wishlist, WishlistItem
+from jobs.mailers.stub import StubMailer
 from tests.conftest import Caller
 from tests.unit.test_jobs_api import (
     copy_template,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from store.events import TENANT_SEQ_BASE as B
+from events.repository import TENANT_SEQ_BASE as B
 from tests.conftest import Caller, drain, order_event
 from tests.unit.test_ingest import assert_error, embedded, template_db  # noqa: F401
 

@@ -19,11 +19,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, ParamValidationError
 
 from config.logging import JsonFormatter
-from delivery.redact import scrub
-from delivery.sender import Destination, OutgoingMessage
-from delivery.senders.aws import batch_results, classify
-from delivery.senders.sns import SnsSender
-from delivery.senders.sqs import SqsSender
+from infra.redact import scrub
+from subscriptions.senders.aws import batch_results, classify
+from subscriptions.senders.base import Destination, OutgoingMessage
+from subscriptions.senders.sns import SnsSender
+from subscriptions.senders.sqs import SqsSender
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETzz"

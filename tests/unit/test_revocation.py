@@ -20,8 +20,8 @@ from sqlalchemy import select, text
 
 from cli.main import main
 from config.settings import ConfigError, load_settings
-from store.auth import Principal
-from store.revocation import Snapshot, TenantDisabled, TokenRevoked
+from tenants.auth import Principal
+from tenants.revocation import Snapshot, TenantDisabled, TokenRevoked
 from tests.conftest import free_port, order_event
 from tests.unit import test_ingest
 
@@ -330,10 +330,10 @@ def _sessions(app: Any) -> Any:
 
 def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
         template_db: Path, tmp_path: Path) -> None:
-    from broker.queues import PERSIST_ACTOR
-    from ingest.service import prepare
-    from store.domain import EventIn
-    from store.revocation import disable_tenant
+    from events.contract import EventIn
+    from events.service import prepare
+    from infra.broker.queues import PERSIST_ACTOR
+    from tenants.revocation import disable_tenant
     from tests.unit.test_subscriptions_api import copy_db, create, sqs_body, stub_app
 
     with stub_app(copy_db(template_db, tmp_path)) as app:
@@ -351,7 +351,8 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
             assert disable_tenant(session, "acme")
         runtime.broker.get_actor(PERSIST_ACTOR).send("acme", [document])
         # Then the event is stored and its delivery recorded
-        from store.models import Delivery, EventRecord
+        from events.models import EventRecord
+        from subscriptions.models import Delivery
 
         def delivery() -> Any:
             with runtime.sessions() as session:
@@ -371,8 +372,8 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
         due = row.next_attempt_at.replace(tzinfo=UTC)
         assert due > datetime.now(UTC) + timedelta(seconds=30)
         # When the tenant is enabled (the CLI enqueues what enable_tenant returns)
-        from broker.dispatch import enqueue_deliveries
-        from store.revocation import enable_tenant
+        from infra.broker.dispatch import enqueue_deliveries
+        from tenants.revocation import enable_tenant
 
         with runtime.sessions() as session:
             ids = enable_tenant(session, "acme")
@@ -388,11 +389,12 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
 
 
 def test_a_disabled_tenants_jobs_do_not_fire_until_it_is_enabled(embedded: Any) -> None:
-    from notifications.mailers.stub import StubMailer
-    from notifications.service import run_notifications
-    from store.jobs import JobIn, create_job, run_now, tick
-    from store.models import JobRun
-    from store.revocation import disable_tenant, enable_tenant
+    from jobs.contract import JobIn
+    from jobs.mailers.stub import StubMailer
+    from jobs.models import JobRun
+    from jobs.notifications import run_notifications
+    from jobs.repository import create_job, run_now, tick
+    from tenants.revocation import disable_tenant, enable_tenant
 
     sessions = _sessions(embedded)
     with sessions() as session:
@@ -425,7 +427,7 @@ def test_a_disabled_tenants_jobs_do_not_fire_until_it_is_enabled(embedded: Any) 
 # --- migration ----------------------------------------------------------------------------------
 
 def test_migration_0008_keeps_tenants_enabled_and_clients_at_generation_0(tmp_path: Path) -> None:
-    from store.db import make_engine, upgrade
+    from infra.db import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url, "0007")
@@ -446,7 +448,7 @@ def test_migration_0008_keeps_tenants_enabled_and_clients_at_generation_0(tmp_pa
         from alembic import command
         from alembic.config import Config
 
-        from store.db import MIGRATIONS_DIR
+        from infra.db import MIGRATIONS_DIR
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

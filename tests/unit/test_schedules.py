@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import update
 
-from notifications.mailers.stub import StubMailer
+from jobs.mailers.stub import StubMailer
+from jobs.models import Job
+from jobs.schedules import Schedule, ScheduleError, check_cron, parse_schedule, zone
 from scheduler.loop import tick_once
-from store.models import Job
-from store.schedules import Schedule, ScheduleError, check_cron, parse_schedule, zone
 from tests.conftest import Caller, internal_id
 from tests.unit.test_jobs_api import (
     BASE,

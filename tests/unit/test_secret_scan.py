@@ -31,7 +31,7 @@ def test_a_known_secret_in_a_header_is_reported_with_the_header_name() -> None:
 
 
 def test_a_minted_client_secret_is_a_secret_and_ordinary_answers_are_not(acme: object) -> None:
-    # Given a tenant created through store.auth (the embedded fixture creates acme and globex)
+    # Given a tenant created through tenants.auth (the embedded fixture creates acme and globex)
     from tests import conftest
 
     assert conftest._client_secrets, "create_tenant's client secrets are remembered"

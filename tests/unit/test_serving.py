@@ -229,7 +229,7 @@ def test_the_gunicorn_error_log_names_the_path_without_its_query_string() -> Non
 def test_sql_errors_never_carry_the_statements_values(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from store.db import make_engine
+    from infra.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with engine.begin() as conn:
@@ -289,7 +289,7 @@ METRICS_TOKEN = "metrics-" + "m" * 24
 def metered(tmp_path: Path) -> Any:
     from api.app import create_app
     from config.runtime import build_runtime
-    from store.db import upgrade
+    from infra.db import upgrade
 
     settings = make_settings(f"sqlite:///{tmp_path / 'm.db'}", metrics_token=METRICS_TOKEN)
     upgrade(settings.database_url)

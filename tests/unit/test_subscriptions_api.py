@@ -19,9 +19,9 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from broker.queues import DELIVER_QUEUE
-from delivery.senders.stub import StubSender
-from store.models import Subscription
+from infra.broker.queues import DELIVER_QUEUE
+from subscriptions.models import Subscription
+from subscriptions.senders.stub import StubSender
 from tests.conftest import Caller, drain, make_settings, mint, order_event
 from tests.unit import test_ingest
 from tests.unit.test_ingest import assert_error

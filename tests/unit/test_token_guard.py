@@ -14,10 +14,10 @@ import fakeredis
 import pytest
 from sqlalchemy import text
 
-import store.auth
-from broker.ratelimit import Allowance, MemoryAttemptLimiter, RedisAttemptLimiter
-from store.auth import Credentials, create_tenant, secret_fingerprint
-from store.models import ApiClient
+import tenants.auth
+from infra.broker.ratelimit import Allowance, MemoryAttemptLimiter, RedisAttemptLimiter
+from tenants.auth import Credentials, create_tenant, secret_fingerprint
+from tenants.models import ApiClient
 from tests.conftest import SECRET, Caller, order_event
 from tests.unit.test_ingest import running_app
 
@@ -51,13 +51,13 @@ def wrong(creds: Credentials) -> str:
 def slow_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every call of the slow (scrypt) secret check, by the hash it was checked against."""
     calls: list[str] = []
-    real = store.auth.check_secret
+    real = tenants.auth.check_secret
 
     def counting(secret: str, stored: str) -> bool:
         calls.append(stored)
         return real(secret, stored)
 
-    monkeypatch.setattr(store.auth, "check_secret", counting)
+    monkeypatch.setattr(tenants.auth, "check_secret", counting)
     return calls
 
 
@@ -184,8 +184,8 @@ def test_an_unknown_client_id_and_a_wrong_secret_call_the_hash_check_once_each(
         with runtime.sessions() as session:
             # When an unknown client id and a wrong secret are checked
             for client_id in (UNKNOWN, shop.client_id):
-                with pytest.raises(store.auth.InvalidClient):
-                    store.auth.authenticate_client(session, client_id, wrong(shop))
+                with pytest.raises(tenants.auth.InvalidClient):
+                    tenants.auth.authenticate_client(session, client_id, wrong(shop))
         # Then each ran the slow check exactly once (the unknown id against the dummy hash;
         # the old code ran none for it, answering faster)
         assert len(slow_calls) == 2
@@ -283,7 +283,7 @@ def test_past_the_budget_of_slow_checks_a_503_with_retry_after_that_is_not_a_fai
 
 def test_migration_0010_adds_the_fingerprint_and_existing_clients_still_authenticate(
         tmp_path: Path) -> None:
-    from store.db import make_engine, upgrade
+    from infra.db import make_engine, upgrade
 
     # Given a database at 0007 holding a client (its secret hashed, no fingerprint column)
     url = f"sqlite:///{tmp_path / 'm.db'}"
@@ -295,7 +295,7 @@ def test_migration_0010_adds_the_fingerprint_and_existing_clients_still_authenti
                           "external_id) VALUES ('old', '2026-01-01', 0, 'ec-x')"))
         conn.execute(text("INSERT INTO api_clients (client_id, tenant, secret_hash, scopes, "
                           "active, created_at) VALUES ('ec_old', 'old', :h, 'events:read', 1, "
-                          "'2026-01-01')"), {"h": store.auth.hash_secret(secret)})
+                          "'2026-01-01')"), {"h": tenants.auth.hash_secret(secret)})
     # When it is upgraded
     upgrade(url)
     with engine.begin() as conn:

@@ -1,1 +1,0 @@
-"""Intake implementations: ``redis`` (production) and ``memory`` (embedded default, unit tests)."""

@@ -1,1 +1,0 @@
-"""Delivering matched events to subscribers' SQS queues and SNS topics, with retries."""

@@ -1,1 +1,0 @@
-"""Sender implementations: ``sqs``, ``sns`` (boto3) and ``stub`` (tests)."""

@@ -1,0 +1,1 @@
+"""Events: the HTTP contract, storage, quarantine, read models, and accepting events."""

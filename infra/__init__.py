@@ -1,0 +1,1 @@
+"""Shared infrastructure: the database layer and unit of work, migrations, broker adapters."""

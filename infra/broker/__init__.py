@@ -1,0 +1,1 @@
+"""Broker adapters: Dramatiq brokers, queue names, the intake, rate limits, dead letters."""

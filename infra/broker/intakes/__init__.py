@@ -1,0 +1,1 @@
+"""The Intake port's two implementations: Redis (Lua) and in-memory."""

@@ -1,0 +1,130 @@
+"""Engines and sessions for PostgreSQL (psycopg 3) and SQLite, and the migration runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Engine,
+    Integer,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class DataDirError(RuntimeError):
+    """The directory of an SQLite database file cannot be created or written; says what to do."""
+
+
+def prepare_sqlite_file(url: str) -> None:
+    """Create the directory an SQLite URL's file lives in (the embedded default's data
+    directory), and check that it can be written: SQLite itself only says "unable to open
+    database file". Other URLs are left alone."""
+    if not url.startswith("sqlite"):
+        return
+    path = url.split("///", 1)[-1]
+    if not path or path == ":memory:":
+        return
+    directory = Path(path).parent
+    hint = "set EC_DATA_DIR (or DATABASE_URL) to a directory this user can write"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot create the data directory {directory}: "
+                           f"{exc.strerror or exc}; {hint}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DataDirError(f"the data directory {directory} cannot be written; {hint}")
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Return an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        prepare_sqlite_file(url)
+        # hide_parameters: an error's text never carries the statement's values (event bodies).
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               hide_parameters=True)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # Let SQLAlchemy, not pysqlite, open transactions, so SAVEPOINTs work.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            # Workers ask for IMMEDIATE (see begin_write): they wait for the write lock up front
+            # instead of failing "database is locked" when upgrading a read transaction.
+            mode = conn.get_execution_options().get("sqlite_begin", "")
+            conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        hide_parameters=True,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations up to ``revision`` against ``url``."""
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from alembic import command
+    from alembic.config import Config
+
+    prepare_sqlite_file(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, revision)
+
+
+def begin_write(session: Session) -> None:
+    """Start ``session``'s transaction as a writer (SQLite: BEGIN IMMEDIATE; PostgreSQL: as is).
+
+    Call first thing in a unit of work that reads and then writes, so that on SQLite it waits for
+    other writers rather than failing half-way (and, for a delivery, sending twice).
+    """
+    if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
+# SQLSTATE classes the driver reports as an OperationalError although no retry can help:
+# 54, program limit exceeded (an index entry or a row too large for the database).
+_PERMANENT_OPERATIONAL = ("54",)
+
+
+def is_permanent_operational(exc: BaseException) -> bool:
+    """True for an OperationalError that says the values can never be stored as they are."""
+    if not isinstance(exc, OperationalError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return state[:2] in _PERMANENT_OPERATIONAL
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+SequenceType = BigInteger().with_variant(Integer(), "sqlite")
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+class Base(DeclarativeBase):
+    pass

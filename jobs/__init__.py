@@ -1,0 +1,1 @@
+"""Notification jobs: contract, storage, schedules, runs, e-mails and mailers."""

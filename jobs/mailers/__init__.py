@@ -1,0 +1,1 @@
+"""Mailers: one per e-mail provider behind one interface."""

@@ -1,1 +1,0 @@
-"""Mailer implementations: ``sendgrid`` (the real library), ``log`` (no key), ``stub`` (tests)."""

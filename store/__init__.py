@@ -1,1 +1,0 @@
-"""The domain model and its persistence: imported by every process, importing none of them."""

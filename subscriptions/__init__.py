@@ -1,0 +1,1 @@
+"""Subscriptions: contract, storage, matching, deliveries and the SQS/SNS senders."""

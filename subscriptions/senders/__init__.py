@@ -1,0 +1,1 @@
+"""Senders: one per destination type behind one interface."""

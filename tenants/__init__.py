@@ -1,0 +1,1 @@
+"""Tenants: API clients and tokens, revocation, quotas, and their AWS identity."""
