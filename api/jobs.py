@@ -15,6 +15,7 @@ from api.security import require
 from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
 from infra.db import begin_write
 from jobs.contract import JobError, JobExists, JobIn
+from jobs.quotas import check_jobs
 from jobs.repository import (
     create_job,
     delete_job,
@@ -27,7 +28,7 @@ from jobs.repository import (
     to_api,
     update_job,
 )
-from tenants.quotas import QuotaExceeded, check_jobs
+from tenants.quotas import QuotaExceeded
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)

@@ -22,6 +22,7 @@ from infra.timefmt import format_time
 from subscriptions.contract import SubscriptionError, SubscriptionExists, SubscriptionIn
 from subscriptions.deliveries import list_attempts, replay_deliveries
 from subscriptions.models import Delivery
+from subscriptions.quotas import check_no_queued_replay, check_subscriptions, lock_subscription
 from subscriptions.repository import (
     create_subscription,
     deactivate_subscription,
@@ -33,13 +34,7 @@ from subscriptions.repository import (
 )
 from subscriptions.service import NOT_ALLOWED, NotAllowed, build_message, destination_of
 from tenants.aws_identity import tenant_aws
-from tenants.quotas import (
-    QuotaExceeded,
-    check_no_queued_replay,
-    check_subscriptions,
-    lock_subscription,
-    tenant_quotas,
-)
+from tenants.quotas import QuotaExceeded, tenant_quotas
 
 log = logging.getLogger(__name__)
 bp = Blueprint("subscriptions", __name__)

@@ -12,6 +12,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from config.logging import configure_logging
 from config.settings import ConfigError, Settings, load_settings
@@ -145,7 +146,12 @@ def cmd_tenant_disable(args: argparse.Namespace) -> int:
               f"refused within {settings.revocation_check_seconds} s, its deliveries and jobs "
               "pause; events already accepted are still stored")
         return 0
-    ids = _run_access(lambda session: enable_tenant(session, args.name))
+    from subscriptions.deliveries import resume_paused
+
+    def enable(session: Any) -> list[int]:
+        return resume_paused(session, args.name) if enable_tenant(session, args.name) else []
+
+    ids = _run_access(enable)
     if ids is None:
         return 1
     if ids and settings.redis_url:
@@ -232,15 +238,14 @@ def _tenant_session(func):  # type: ignore[no-untyped-def]
 
 
 def cmd_tenant_show(args: argparse.Namespace) -> int:
-    from tenants.aws_identity import tenant_report
-    from tenants.quotas import quota_report
+    from subscriptions.platform import tenant_report
     from tenants.revocation import access_report
 
     defaults = _settings().quotas
     report = _tenant_session(lambda session: {**tenant_report(session, args.name),
                                               **access_report(session, args.name),
-                                              "quotas": quota_report(session, args.name,
-                                                                     defaults)})
+                                              "quotas": _quota_report(session, args.name,
+                                                                      defaults)})
     if report is None:
         return 1
     if args.json:
@@ -286,9 +291,20 @@ def _print_quotas(quotas: dict[str, dict[str, object]]) -> None:
         for name, q in quotas.items()) + "; one queued replay per subscription")
 
 
+def _quota_report(session: Any, tenant: str, defaults: Any) -> dict[str, Any]:
+    """The tenant's quotas with the use each feature counts."""
+    from jobs.quotas import count_jobs
+    from subscriptions.quotas import count_subscriptions
+    from tenants.quotas import quota_report
+
+    used: dict[str, int | None] = {"subscriptions": count_subscriptions(session, tenant),
+                                   "jobs": count_jobs(session, tenant), "replay_events": None}
+    return quota_report(session, tenant, defaults, used)
+
+
 def cmd_tenant_quota(args: argparse.Namespace) -> int:
     from tenants.auth import UnknownTenant
-    from tenants.quotas import InvalidQuota, quota_report, set_quotas
+    from tenants.quotas import InvalidQuota, set_quotas
 
     settings = _settings()
     values: dict[str, int | None] = {}
@@ -309,7 +325,7 @@ def cmd_tenant_quota(args: argparse.Namespace) -> int:
 
     def apply(session):  # type: ignore[no-untyped-def]
         set_quotas(session, args.name, values)
-        return quota_report(session, args.name, settings.quotas)
+        return _quota_report(session, args.name, settings.quotas)
 
     try:
         report = _tenant_session(apply)
@@ -336,7 +352,7 @@ def cmd_tenant_allow_platform(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_revoke_platform(args: argparse.Namespace) -> int:
-    from tenants.aws_identity import revoke_platform_credentials, tenant_report
+    from subscriptions.platform import revoke_platform_credentials, tenant_report
 
     def revoke(session):  # type: ignore[no-untyped-def]
         stopped = revoke_platform_credentials(session, args.name, args.accounts)

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from events.models import EventRecord
+from infra.db import begin_write
 from infra.timefmt import format_time
 from subscriptions.contract import OPERATION_FLAGS
 from subscriptions.matching import SubscriptionIndex
@@ -160,3 +161,19 @@ def count_deliveries(session: Session, tenant: str, sub_id: str) -> int:
     return int(session.execute(
         select(func.count()).where(Delivery.tenant == tenant, Delivery.subscription_id == sub_id)
     ).scalar_one())
+
+
+def resume_paused(session: Session, tenant: str) -> list[int]:
+    """An enabled tenant's pending deliveries become due now. Returns their ids (to enqueue;
+    their delayed messages would also bring them within PAUSE_RECHECK_SECONDS); commits."""
+    begin_write(session)
+    now = datetime.now(UTC)
+    ids = list(session.execute(select(Delivery.id).where(
+        Delivery.tenant == tenant, Delivery.status == "pending").order_by(
+        Delivery.subscription_id, Delivery.id)).scalars())
+    if ids:
+        session.execute(update(Delivery).where(Delivery.tenant == tenant,
+                                               Delivery.status == "pending")
+                        .values(next_attempt_at=now))
+    session.commit()
+    return ids

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from infra.db import begin_write
 from infra.limits import full_pattern
-from subscriptions.models import Subscription
 from tenants.models import Tenant
 
 CREDENTIAL_MODES = ("keys", "role", "platform")
@@ -42,11 +38,6 @@ class UnknownTenant(Exception):
 
 class InvalidAccount(ValueError):
     pass
-
-
-def new_external_id() -> str:
-    """A tenant's ExternalId: unguessable, and valid for STS (``[\\w+=,.@:/-]{2,1224}``)."""
-    return "ec-" + secrets.token_urlsafe(24)  # 32 url-safe characters
 
 
 def role_session_name(tenant: str, subscription_id: str) -> str:
@@ -115,63 +106,20 @@ def allow_platform_credentials(session: Session, tenant: str, accounts: list[str
     return allowed
 
 
-def revoke_platform_credentials(session: Session, tenant: str,
-                                accounts: list[str] | None) -> list[str]:
-    """Take ``accounts`` (None: all) out of the tenant's opt-in, and deactivate at once, with
-    ``PLATFORM_NOT_ALLOWED``, its active platform-credential subscriptions no longer allowed;
-    return their ids. (The deliver pool re-checks before each send as well.)"""
-    from subscriptions.contract import target_account
-    from subscriptions.repository import deactivate_subscription
+def tenant_row(session: Session, tenant: str) -> Tenant:
+    """The tenant's row; UnknownTenant when there is none."""
+    return _tenant(session, tenant)
 
-    begin_write(session)
+
+def platform_accounts(row: Tenant) -> frozenset[str] | None:
+    """The AWS accounts the tenant may use the platform's identity for; None: not opted in."""
+    return _accounts(row.platform_accounts)
+
+
+def remove_platform_accounts(session: Session, tenant: str, accounts: list[str] | None) -> set[str]:
+    """Take ``accounts`` (None: all) out of the tenant's opt-in; return the accounts left."""
     row = _tenant(session, tenant)
     left = set(_accounts(row.platform_accounts) or ())
     left = left - set(parse_accounts(accounts)) if accounts is not None else set()
     row.platform_accounts = " ".join(sorted(left)) if left else None
-    now = datetime.now(UTC)
-    stopped = []
-    for sub in session.execute(select(Subscription).where(
-            Subscription.tenant == tenant, Subscription.credentials == "platform",
-            Subscription.active.is_(True)).order_by(Subscription.pk)).scalars():
-        if target_account(sub.destination_type, sub.target) not in left:
-            deactivate_subscription(session, sub, PLATFORM_NOT_ALLOWED, now)
-            stopped.append(sub.id)
-    session.commit()
-    return stopped
-
-
-def tenant_report(session: Session, tenant: str) -> dict[str, Any]:
-    """What ``eventcollector tenant show`` prints: identity, opt-in, subscription counts, the
-    subscriptions the platform-credential rule deactivated, and those it will."""
-    from subscriptions.contract import target_account
-
-    row = _tenant(session, tenant)
-    allowed = _accounts(row.platform_accounts)
-    counts: dict[str, dict[str, int]] = {m: {"active": 0, "inactive": 0} for m in CREDENTIAL_MODES}
-    for mode, active, n in session.execute(
-            select(Subscription.credentials, Subscription.active, func.count())
-            .where(Subscription.tenant == tenant)
-            .group_by(Subscription.credentials, Subscription.active)).all():
-        counts.setdefault(mode, {"active": 0, "inactive": 0})
-        counts[mode]["active" if active else "inactive"] += int(n)
-    subs = list(session.execute(select(Subscription).where(
-        Subscription.tenant == tenant, Subscription.credentials == "platform")
-        .order_by(Subscription.pk)).scalars())
-    deactivated = [{"id": s.id, "type": s.destination_type, "target": s.target,
-                    "deactivatedAt": s.deactivated_at.isoformat() if s.deactivated_at else None,
-                    "reason": s.deactivation_reason}
-                   for s in subs if not s.active and s.deactivation_reason == PLATFORM_NOT_ALLOWED]
-    at_risk = [{"id": s.id, "type": s.destination_type, "target": s.target}
-               for s in subs if s.active and (allowed is None or
-                                              target_account(s.destination_type, s.target)
-                                              not in allowed)]
-    return {
-        "tenant": row.name,
-        "createdAt": row.created_at.isoformat(),
-        "externalId": row.external_id,
-        "platformCredentials": {"allowed": allowed is not None,
-                                "accounts": sorted(allowed or ())},
-        "subscriptions": counts,
-        "deactivatedByPlatformRule": deactivated,
-        "platformNotAllowedYetActive": at_risk,
-    }
+    return left

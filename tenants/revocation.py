@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.db import begin_write
 from infra.timefmt import format_time
-from subscriptions.models import Delivery
 from tenants.auth import Credentials, Principal, add_client, hash_secret
 from tenants.aws_identity import UnknownTenant
 from tenants.models import ApiClient, RevocationCounter, RevokedToken, Tenant
@@ -105,26 +104,18 @@ def disable_tenant(session: Session, name: str) -> bool:
     return True
 
 
-def enable_tenant(session: Session, name: str) -> list[int]:
-    """Enable the tenant again; its pending deliveries become due now. Returns their ids (to
-    enqueue; their delayed messages would also bring them within PAUSE_RECHECK_SECONDS)."""
+def enable_tenant(session: Session, name: str) -> bool:
+    """Enable the tenant again; False when it was not disabled. Its paused deliveries are the
+    subscriptions feature's to resume (subscriptions.deliveries.resume_paused)."""
     begin_write(session)
     row = _tenant(session, name)
     if row.disabled_at is None:
         session.rollback()
-        return []
+        return False
     row.disabled_at = None
-    now = datetime.now(UTC)
-    ids = list(session.execute(select(Delivery.id).where(
-        Delivery.tenant == name, Delivery.status == "pending").order_by(
-        Delivery.subscription_id, Delivery.id)).scalars())
-    if ids:
-        session.execute(update(Delivery).where(Delivery.tenant == name,
-                                               Delivery.status == "pending")
-                        .values(next_attempt_at=now))
     _changed(session)
     session.commit()
-    return ids
+    return True
 
 
 def disabled_tenants(session: Session, names: set[str] | None = None) -> set[str]:

@@ -365,7 +365,7 @@ def _platform_sub(app: Any, acme: Caller) -> dict[str, Any]:
 def test_revoking_the_opt_in_deactivates_platform_subscriptions_with_the_reason(
     acme: Caller, stub: StubSender
 ) -> None:
-    from tenants.aws_identity import revoke_platform_credentials
+    from subscriptions.platform import revoke_platform_credentials
 
     app = acme.client.application
     sub = _platform_sub(app, acme)
@@ -412,7 +412,7 @@ def test_a_platform_subscription_no_longer_allowed_is_deactivated_at_send_time_w
 def test_removing_the_subscriptions_account_from_the_list_stops_it_too(
     acme: Caller, stub: StubSender
 ) -> None:
-    from tenants.aws_identity import revoke_platform_credentials
+    from subscriptions.platform import revoke_platform_credentials
 
     app = acme.client.application
     allow(app, "acme", ACCOUNT, "210987654321")
@@ -506,7 +506,7 @@ def test_migrated_platform_subscriptions_keep_delivering_only_where_the_tenant_i
         assert entry["errorCode"] == "NotAllowed"
         assert old_b.get(f"{BASE}/keyless-too").get_json()["active"] is True
         # And the operator's view lists it
-        from tenants.aws_identity import tenant_report
+        from subscriptions.platform import tenant_report
 
         with runtime_of(app).sessions() as session:
             report = tenant_report(session, "old-a")

@@ -371,12 +371,14 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
         assert (row.status, row.attempts) == ("pending", 0)
         due = row.next_attempt_at.replace(tzinfo=UTC)
         assert due > datetime.now(UTC) + timedelta(seconds=30)
-        # When the tenant is enabled (the CLI enqueues what enable_tenant returns)
+        # When the tenant is enabled (the CLI enqueues what resume_paused returns)
         from infra.broker.dispatch import enqueue_deliveries
+        from subscriptions.deliveries import resume_paused
         from tenants.revocation import enable_tenant
 
         with runtime.sessions() as session:
-            ids = enable_tenant(session, "acme")
+            assert enable_tenant(session, "acme")
+            ids = resume_paused(session, "acme")
         assert ids == [row.id]
         enqueue_deliveries(runtime.broker, ids)
         # Then it is delivered, on its first counted attempt
