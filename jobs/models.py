@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     Index,
     Integer,
     String,
@@ -16,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, JsonType, SequenceType
+from infra.db import Base, JsonType, SequenceType, UtcDateTime
 from infra.limits import (
     EVENT_ID_MAX,
     JOB_TEXT_MAX,
@@ -43,11 +42,11 @@ class Job(Base):
     schedule_expression: Mapped[str | None] = mapped_column(String(JOB_TEXT_MAX))
     timezone: Mapped[str] = mapped_column(String(TIMEZONE_MAX), nullable=False)
     template_id: Mapped[str] = mapped_column(String(JOB_TEXT_MAX), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_fire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    next_run_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_fire_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         UniqueConstraint("tenant", "id", name="uq_jobs_tenant_id"),
@@ -63,12 +62,12 @@ class JobRun(Base):
     id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
     tenant: Mapped[str] = mapped_column(String(64), nullable=False)
     job_pk: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    fire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    fire_time: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | manual
     status: Mapped[str] = mapped_column(String(16), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     recipients: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -76,7 +75,7 @@ class JobRun(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(String(1024))
     # While a notify worker carries the run out; another message for the run waits for it.
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         UniqueConstraint("job_pk", "fire_time", name="uq_job_runs_slot"),
@@ -95,6 +94,6 @@ class RunRecipient(Base):
     email: Mapped[str] = mapped_column(String(320), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)  # sent | failed
     items: Mapped[int] = mapped_column(Integer, nullable=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
     __table_args__ = (UniqueConstraint("run_id", "customer_id", name="uq_run_recipients"),)

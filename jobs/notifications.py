@@ -28,12 +28,6 @@ class RunBusy(Exception):
     """Another worker holds the run's lease: try again later (Dramatiq retries this)."""
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
 def _lock_run(session: Session, run_id: int) -> JobRun | None:
     stmt = select(JobRun).where(JobRun.id == run_id)
     if session.get_bind().dialect.name == "postgresql":
@@ -86,7 +80,7 @@ def run_notifications(
         session.commit()
         return "cancelled"
     now = datetime.now(UTC)
-    lease = _aware(run.lease_until)
+    lease = run.lease_until
     if run.status == "running" and lease is not None and lease > now:
         session.rollback()
         raise RunBusy(f"run {run_id} is being carried out by another worker")

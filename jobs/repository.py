@@ -22,11 +22,7 @@ from tenants.revocation import disabled_tenant_names
 
 def schedule_of(job: Job) -> Schedule:
     return parse_schedule(job.schedule, job.schedule_expression, job.timezone,
-                          _aware(job.created_at))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+                          job.created_at)
 
 
 def fires(job: Job) -> bool:
@@ -198,7 +194,7 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
     for job in session.execute(stmt).scalars():
         schedule = schedule_of(job)
         slot = schedule.latest_at_or_before(now)
-        if slot is not None and (job.last_fire_time is None or slot > _aware(job.last_fire_time)):
+        if slot is not None and (job.last_fire_time is None or slot > job.last_fire_time):
             run_id = _insert_run(session, job, slot, "schedule", now)
             if run_id is not None:
                 fired.append(run_id)

@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     Index,
     Integer,
     String,
@@ -17,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, SequenceType
+from infra.db import Base, SequenceType, UtcDateTime
 from infra.limits import (
     ACCESS_KEY_MAX,
     DESTINATION_MAX,
@@ -51,10 +50,10 @@ class Subscription(Base):
     # How deliveries authenticate: keys | role | platform (store.identity).
     credentials: Mapped[str] = mapped_column(String(16), nullable=False)
     role_arn: Mapped[str | None] = mapped_column(String(ROLE_ARN_MAX))  # credentials == "role"
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     deactivation_reason: Mapped[str | None] = mapped_column(String(1024))
 
     __table_args__ = (UniqueConstraint("tenant", "id", name="uq_subscriptions_tenant_id"),)
@@ -72,11 +71,11 @@ class Delivery(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     replay: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    first_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))
     last_error: Mapped[str | None] = mapped_column(String(1024))
 
@@ -102,7 +101,7 @@ class DeliveryAttempt(Base):
     delivery_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     event_id: Mapped[str] = mapped_column(String(128), nullable=False)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False)
-    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)  # succeeded|retrying|failed
     error_code: Mapped[str | None] = mapped_column(String(128))
     error_message: Mapped[str | None] = mapped_column(String(1024))

@@ -119,12 +119,6 @@ def destination_of(sub: Subscription, box: SecretBox, tenant: TenantAws | None) 
     raise NotAllowed(sub.tenant)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
 def attempt_delivery(
     session: Session,
     delivery_id: int,
@@ -162,7 +156,7 @@ def attempt_deliveries(
     statuses: dict[int, str] = {i: "missing" for i in delivery_ids}
     groups: dict[tuple[str, str], list[Delivery]] = {}
     for delivery in lock_deliveries(session, delivery_ids):
-        due_at = _aware(delivery.next_attempt_at)
+        due_at = delivery.next_attempt_at
         if delivery.status != "pending":
             statuses[delivery.id] = delivery.status
         elif due_at is not None and due_at > now + timedelta(seconds=1):
@@ -263,9 +257,9 @@ def _record_outcome(session: Session, delivery: Delivery, sub: Subscription, res
 
     error = f"{result.error_code}: {result.error_message or ''}".strip()
     delivery.last_error = error[:1024]
-    first = _aware(delivery.first_attempt_at) or now
+    first = delivery.first_attempt_at or now
     if result.transient and (now - first).total_seconds() < policy.give_up_after:
-        sub.failing_since = _aware(sub.failing_since) or now
+        sub.failing_since = sub.failing_since or now
         failing_for = (now - sub.failing_since).total_seconds()
         if failing_for >= policy.failing_window:
             record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
