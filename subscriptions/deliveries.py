@@ -13,7 +13,7 @@ from events.models import EventRecord
 from infra.timefmt import format_time
 from subscriptions.contract import OPERATION_FLAGS
 from subscriptions.matching import SubscriptionIndex
-from subscriptions.models import Delivery, DeliveryAttempt, Subscription
+from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 
 
 def lock_deliveries(session: Session, delivery_ids: list[int]) -> list[Delivery]:
@@ -32,7 +32,7 @@ def overdue_deliveries(session: Session, now: datetime, older_than: float,
     cutoff = now - timedelta(seconds=older_than)
     return list(session.execute(
         select(Delivery.id).where(
-            Delivery.status == "pending",
+            Delivery.status == DeliveryStatus.PENDING,
             or_(and_(Delivery.attempts == 0, Delivery.created_at < cutoff),
                 Delivery.next_attempt_at < cutoff),
         ).order_by(Delivery.subscription_id, Delivery.id).limit(limit)
@@ -120,8 +120,9 @@ def replay_deliveries(
     if not event_ids:
         return []
     now = datetime.now(UTC)
-    rows = [{"tenant": sub.tenant, "subscription_id": sub.id, "event_id": eid, "status": "pending",
-             "attempts": 0, "replay": True, "created_at": now} for eid in event_ids]
+    rows = [{"tenant": sub.tenant, "subscription_id": sub.id, "event_id": eid,
+             "status": DeliveryStatus.PENDING, "attempts": 0, "replay": True, "created_at": now}
+            for eid in event_ids]
     result = session.execute(insert(Delivery).returning(Delivery.id), rows)
     return sorted(r[0] for r in result)
 
@@ -133,7 +134,7 @@ def create_deliveries(
     """Insert one pending delivery per (event, matching subscription); does not commit."""
     now = datetime.now(UTC)
     rows = [
-        {"tenant": tenant, "subscription_id": sid, "event_id": doc["id"], "status": "pending",
+        {"tenant": tenant, "subscription_id": sid, "event_id": doc["id"], "status": DeliveryStatus.PENDING,
          "attempts": 0, "replay": replay, "created_at": now}
         for doc in docs for sid in index.match(doc)
     ]
@@ -151,7 +152,7 @@ def pending_by_event(session: Session, tenant: str,
     return [(int(r[0]), str(r[1])) for r in session.execute(
         select(Delivery.id, Delivery.event_id).where(
             Delivery.tenant == tenant, Delivery.event_id.in_(event_ids),
-            Delivery.status == "pending", Delivery.attempts == 0,
+            Delivery.status == DeliveryStatus.PENDING, Delivery.attempts == 0,
         ).order_by(Delivery.subscription_id, Delivery.id)
     ).all()]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -26,6 +27,31 @@ from infra.limits import (
     ROLE_ARN_MAX,
     TENANT_MAX,
 )
+from infra.states import IllegalTransition
+
+
+class SubscriptionState(StrEnum):
+    """``active`` is the stored boolean; an inactive subscription says why (and since when)."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery's ``status`` column: pending until it succeeds, fails or is cancelled."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptStatus(StrEnum):
+    """A delivery attempt's ``status`` column, as the attempt log shows it."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
 
 
 class Subscription(Base):
@@ -58,9 +84,42 @@ class Subscription(Base):
 
     __table_args__ = (UniqueConstraint("tenant", "id", name="uq_subscriptions_tenant_id"),)
 
+    @property
+    def state(self) -> SubscriptionState:
+        return SubscriptionState.ACTIVE if self.active else SubscriptionState.INACTIVE
+
+    def activate(self) -> None:
+        """Active, with a clean record (also when already active: a PUT with ``active: true``
+        restarts the failure clock)."""
+        self.active = True
+        self.deactivated_at = None
+        self.deactivation_reason = None
+        self.failing_since = None
+
+    def deactivate(self, reason: str, now: datetime) -> None:
+        """Inactive since ``now`` because of ``reason``; an inactive subscription cannot be."""
+        if self.active is False:
+            raise IllegalTransition("subscription", SubscriptionState.INACTIVE, "deactivate")
+        self.active = False
+        self.deactivated_at = now
+        self.deactivation_reason = reason[:1024]
+        self.updated_at = now
+
+    def failing(self, now: datetime) -> datetime:
+        """Note a failed delivery; return since when deliveries have been failing."""
+        if self.failing_since is None:
+            self.failing_since = now
+        return self.failing_since
+
+    def recovered(self) -> None:
+        """A delivery went through: the subscription is no longer failing."""
+        if self.failing_since is not None:
+            self.failing_since = None
+
 
 class Delivery(Base):
-    """One event owed to one subscription; ``status`` pending → succeeded | failed | cancelled."""
+    """One event owed to one subscription; ``status`` (DeliveryStatus) pending → succeeded |
+    failed | cancelled, through the methods below (anything else raises IllegalTransition)."""
 
     __tablename__ = "deliveries"
 
@@ -78,6 +137,48 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))
     last_error: Mapped[str | None] = mapped_column(String(1024))
+
+    def _require_pending(self, action: str) -> None:
+        if self.status != DeliveryStatus.PENDING:
+            raise IllegalTransition("delivery", self.status, action)
+
+    def start_attempt(self, now: datetime) -> None:
+        """Count one attempt made at ``now``."""
+        self._require_pending("attempt")
+        self.attempts += 1
+        self.first_attempt_at = self.first_attempt_at or now
+        self.last_attempt_at = now
+
+    def mark_delivered(self, message_id: str | None, now: datetime) -> None:
+        self._require_pending("mark delivered")
+        self.status = DeliveryStatus.SUCCEEDED
+        self.delivered_at = now
+        self.message_id = message_id
+        self.next_attempt_at = None
+        self.last_error = None
+
+    def note_error(self, error: str) -> None:
+        """The last attempt's error, kept whatever follows (a retry, failure, cancellation)."""
+        self.last_error = error[:1024]
+
+    def schedule_retry(self, at: datetime) -> None:
+        """Still pending, due again at ``at`` (a retry, or a disabled tenant's pause)."""
+        self._require_pending("schedule a retry")
+        self.next_attempt_at = at
+
+    def give_up(self) -> None:
+        """Failed for good (a permanent error, or retried for too long)."""
+        self._require_pending("give up")
+        self.status = DeliveryStatus.FAILED
+        self.next_attempt_at = None
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Not sent and never will be; ``reason`` replaces the last error when given."""
+        self._require_pending("cancel")
+        self.status = DeliveryStatus.CANCELLED
+        self.next_attempt_at = None
+        if reason is not None:
+            self.last_error = reason
 
     __table_args__ = (
         Index("ix_deliveries_tenant_event", "tenant", "event_id"),

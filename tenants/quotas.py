@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from infra.limits import QUOTA_MAX, Quotas
 from jobs.models import Job
-from subscriptions.models import Delivery, Subscription
+from subscriptions.models import Delivery, DeliveryStatus, Subscription
 from tenants.models import Tenant
 
 __all__ = ["QUOTA_MAX", "Quotas"]  # re-exported: they live in store/limits.py (no database imports)
@@ -87,7 +87,7 @@ def check_no_queued_replay(session: Session, sub: Subscription) -> None:
     (queued, being sent, or waiting for a retry). The caller holds the subscription's lock."""
     pending = session.execute(select(func.count()).select_from(Delivery).where(
         Delivery.tenant == sub.tenant, Delivery.subscription_id == sub.id,
-        Delivery.replay == true(), Delivery.status == "pending")).scalar_one()
+        Delivery.replay == true(), Delivery.status == DeliveryStatus.PENDING)).scalar_one()
     if pending:
         raise QuotaExceeded("queued_replays", 1,
                             f"a replay of this subscription is still queued or running "

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from infra.db import begin_write
 from infra.timefmt import format_time
-from subscriptions.models import Delivery
+from subscriptions.models import Delivery, DeliveryStatus
 from tenants.auth import Credentials, Principal, add_client, hash_secret
 from tenants.aws_identity import UnknownTenant
 from tenants.models import ApiClient, RevocationCounter, RevokedToken, Tenant
@@ -116,11 +116,11 @@ def enable_tenant(session: Session, name: str) -> list[int]:
     row.disabled_at = None
     now = datetime.now(UTC)
     ids = list(session.execute(select(Delivery.id).where(
-        Delivery.tenant == name, Delivery.status == "pending").order_by(
+        Delivery.tenant == name, Delivery.status == DeliveryStatus.PENDING).order_by(
         Delivery.subscription_id, Delivery.id)).scalars())
     if ids:
         session.execute(update(Delivery).where(Delivery.tenant == name,
-                                               Delivery.status == "pending")
+                                               Delivery.status == DeliveryStatus.PENDING)
                         .values(next_attempt_at=now))
     _changed(session)
     session.commit()
