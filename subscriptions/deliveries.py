@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from events.models import EventRecord
 from infra.timefmt import format_time
-from subscriptions.contract import OPERATION_FLAGS
-from subscriptions.matching import SubscriptionIndex
+from subscriptions.matching import MatchRule, SubscriptionIndex
 from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 
 
@@ -99,18 +98,12 @@ def replay_deliveries(
 
     Returns the new delivery ids (not committed), or None when more than ``limit`` match.
     """
-    flags = {"create": sub.subscribe_create, "change": sub.subscribe_change,
-             "delete": sub.subscribe_delete}
-    operations = [op for op, flag in OPERATION_FLAGS.items() if flags[flag]]
-    types = sub.event_types.split()
     conditions = [
         EventRecord.tenant == sub.tenant,
-        EventRecord.entity_name == sub.entity_type,
-        EventRecord.event_type.in_(types),
         EventRecord.received_at >= since,
         EventRecord.received_at < until,
-        or_(EventRecord.operation.in_(operations),
-            and_(EventRecord.operation.is_(None), EventRecord.event_type != "ENTITY_EVENT")),
+        *MatchRule.of(sub).where(EventRecord.entity_name, EventRecord.event_type,
+                                 EventRecord.operation),
     ]
     count = int(session.execute(select(func.count()).where(*conditions)).scalar_one())
     if count > limit:
