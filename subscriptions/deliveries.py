@@ -149,8 +149,3 @@ def pending_by_event(session: Session, tenant: str,
         ).order_by(Delivery.subscription_id, Delivery.id)
     ).all()]
 
-
-def count_deliveries(session: Session, tenant: str, sub_id: str) -> int:
-    return int(session.execute(
-        select(func.count()).where(Delivery.tenant == tenant, Delivery.subscription_id == sub_id)
-    ).scalar_one())

@@ -73,12 +73,12 @@ class SubscriptionIndex:
 
     Attributes:
         version: the tenant's ``subscriptions_version`` this index was built from.
-        by_key: (entity type, MatchRule key) → [(subscription id, event types)]: a
-            subscription is listed under each of its rule's keys.
+        by_key: (entity type, MatchRule key) → [(subscription id, its rule)]: a subscription
+            is listed under each of its rule's keys, and its rule decides.
     """
 
     version: int
-    by_key: dict[tuple[str, str], list[tuple[str, frozenset[str]]]] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], list[tuple[str, MatchRule]]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -89,20 +89,22 @@ class SubscriptionIndex:
         if not entity or self.empty:
             return []
         event_type = doc.get("event_type")
-        key = MatchRule.key_of(event_type, (doc.get("event_payload") or {}).get("operation"))
+        operation = (doc.get("event_payload") or {}).get("operation")
+        key = MatchRule.key_of(event_type, operation)
         if key is None:
             return []
-        return [sid for sid, types in self.by_key.get((entity, key), ()) if event_type in types]
+        return [sid for sid, rule in self.by_key.get((entity, key), ())
+                if rule.matches(entity, event_type, operation)]
 
 
 def build_index(subs: list[Subscription], version: int) -> SubscriptionIndex:
-    by_key: dict[tuple[str, str], list[tuple[str, frozenset[str]]]] = {}
+    by_key: dict[tuple[str, str], list[tuple[str, MatchRule]]] = {}
     for sub in subs:
         if not sub.active:
             continue
         rule = MatchRule.of(sub)
         for key in sorted(rule.keys):
-            by_key.setdefault((rule.entity_type, key), []).append((sub.id, rule.event_types))
+            by_key.setdefault((rule.entity_type, key), []).append((sub.id, rule))
     return SubscriptionIndex(version=version, by_key=by_key)
 
 

@@ -127,21 +127,6 @@ def destination_of(sub: Subscription, box: SecretBox, tenant: TenantAws | None) 
     raise NotAllowed(sub.tenant)
 
 
-def attempt_delivery(
-    session: Session,
-    delivery_id: int,
-    *,
-    senders: Mapping[str, Sender],
-    box: SecretBox,
-    policy: DeliveryRetryPolicy,
-    schedule_retry: Callable[[float], None],
-) -> str:
-    """Try delivery ``delivery_id`` once and commit the outcome; return its new status."""
-    statuses = attempt_deliveries(session, [delivery_id], senders=senders, box=box, policy=policy,
-                                  schedule_retry=lambda _ids, seconds: schedule_retry(seconds))
-    return statuses[delivery_id]
-
-
 def attempt_deliveries(
     session: Session,
     delivery_ids: list[int],
