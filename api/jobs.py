@@ -15,6 +15,7 @@ from api.security import require
 from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
 from infra.db import begin_write
 from jobs.contract import JobError, JobExists, JobIn
+from jobs.models import RunStatus
 from jobs.repository import (
     create_job,
     delete_job,
@@ -195,4 +196,5 @@ def run(job_id: str) -> Response:
                              202)
     with runtime.sessions() as session:
         mark_enqueued(session, [run_id])
-    return json_response({"run_id": cipher().encode("run", run_id), "status": "queued"}, 202)
+    return json_response({"run_id": cipher().encode("run", run_id), "status": RunStatus.QUEUED},
+                         202)
