@@ -31,7 +31,7 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
-def _aware(value: object) -> object:
+def _moment(value: object) -> object:
     if isinstance(value, str):
         try:
             return parse_time(value)
@@ -44,7 +44,7 @@ def _aware(value: object) -> object:
 
 
 Direction = Annotated[Literal["ASC", "DESC"], BeforeValidator(_upper)]
-Moment = Annotated[datetime, BeforeValidator(_aware)]
+Moment = Annotated[datetime, BeforeValidator(_moment)]
 def _printable(value: object) -> object:
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("must not contain NUL characters")

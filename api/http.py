@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -60,14 +61,37 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return response
 
 
-def json_body(limit: int = 64 * 1024) -> Any:
-    """The request's JSON body (resource routes: subscriptions, jobs); 415/413/400 otherwise."""
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+BODY_LIMIT = 64 * 1024  # a resource's body (subscriptions, jobs, the token endpoint)
+SEND_JSON = "send the body as application/json"
+
+
+def is_json_media(mimetype: str) -> bool:
+    """application/json or any ``+json`` type (what the event and resource routes take)."""
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def accept_body(limit: int = BODY_LIMIT, *, media: Callable[[str], bool] | None = is_json_media,
+                hint: str = SEND_JSON) -> None:
+    """The body rules, in one place: a 415 ``unsupported_media_type`` saying ``hint`` unless
+    ``media`` accepts the request's media type (None: any type, for a route that takes no
+    body), checked before a byte is read; then at most ``limit`` bytes, which werkzeug enforces
+    as the body is read (a 413, chunked bodies too; create_app's error handler words it)."""
+    if media is not None and not media(request.mimetype):
+        raise ApiError(415, "unsupported_media_type", hint)
     request.max_content_length = limit
+
+
+def request_body(limit: int = BODY_LIMIT, *,
+                 media: Callable[[str], bool] | None = is_json_media) -> bytes:
+    """The request's raw body under accept_body's rules."""
+    accept_body(limit, media=media)
+    return request.get_data(cache=False)
+
+
+def json_body(limit: int = BODY_LIMIT) -> Any:
+    """The request's JSON body (resource routes: subscriptions, jobs); 415/413/400 otherwise."""
     try:
-        return orjson.loads(request.get_data(cache=False))
+        return orjson.loads(request_body(limit))
     except orjson.JSONDecodeError:
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
 

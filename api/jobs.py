@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g
 from pydantic import ValidationError
 
 from api.events import valid_event_id
-from api.http import ApiError, json_body, json_response, validation_details
+from api.http import ApiError, json_body, json_response, request_body, validation_details
 from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
 from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
 from infra.db import begin_write
 from jobs.contract import JobError, JobExists, JobIn
+from jobs.models import RunStatus
 from jobs.quotas import check_jobs
 from jobs.repository import (
     create_job,
@@ -118,8 +119,7 @@ def delete_by_seed_post(job_id: str) -> Response:
     """Seed 002's delete: ``POST /api/v1/jobs/{JobId}`` with an empty body or none. A body is a
     400 and deletes nothing: a client that meant to create or update a job here must not lose it."""
     _check_id(job_id)
-    request.max_content_length = 64 * 1024
-    if request.get_data(cache=False).strip():
+    if request_body(media=None).strip():
         raise ApiError(400, "body_not_allowed",
                        "POST /api/v1/jobs/{id} deletes the job and takes no body: create a job "
                        "with POST /api/v1/jobs, update one with PUT /api/v1/jobs/{id}",
@@ -197,4 +197,5 @@ def run(job_id: str) -> Response:
                              202)
     with runtime.sessions() as session:
         mark_enqueued(session, [run_id])
-    return json_response({"run_id": cipher().encode("run", run_id), "status": "queued"}, 202)
+    return json_response({"run_id": cipher().encode("run", run_id), "status": RunStatus.QUEUED},
+                         202)

@@ -10,7 +10,7 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from api import token_guard
-from api.http import ApiError, json_response
+from api.http import BODY_LIMIT, ApiError, accept_body, json_response
 from config.settings import Settings
 from tenants.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
 from tenants.revocation import disabled_tenants
@@ -58,7 +58,12 @@ def _oauth_error_form(response: Response) -> Response:
     return response
 
 
+TOKEN_MEDIA = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def _form() -> dict[str, str]:
+    accept_body(BODY_LIMIT, media=lambda mimetype: mimetype in TOKEN_MEDIA,
+                hint="send application/x-www-form-urlencoded or application/json")
     if request.mimetype == "application/json":
         try:
             data = orjson.loads(request.get_data(cache=False))
@@ -67,11 +72,7 @@ def _form() -> dict[str, str]:
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ApiError(400, "invalid_request", "send an object of string fields")
         return data
-    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return {k: v for k, v in request.form.items()}
-    raise ApiError(
-        415, "unsupported_media_type", "send application/x-www-form-urlencoded or application/json"
-    )
+    return {k: v for k, v in request.form.items()}
 
 
 def _basic_credentials() -> tuple[str, str] | None:
@@ -104,7 +105,6 @@ def token_lifetime(settings: Settings, asked: str | None) -> int:
 @bp.post("/api/v1/auth/token")
 def issue_token() -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    request.max_content_length = 64 * 1024
     form = _form()
     if form.get("grant_type") != "client_credentials":
         raise ApiError(400, "unsupported_grant_type", "grant_type must be client_credentials",

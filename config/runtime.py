@@ -25,7 +25,7 @@ from infra.crypto import SecretBox
 from infra.db import make_engine, make_session_factory
 from jobs.mailers.base import Mailer
 from subscriptions.senders.base import Sender
-from subscriptions.service import RetryPolicy
+from subscriptions.service import DeliveryRetryPolicy
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Runtime:
     intake: Intake
     box: SecretBox
     senders: Mapping[str, Sender] = field(default_factory=dict)
-    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_policy: DeliveryRetryPolicy = field(default_factory=DeliveryRetryPolicy)
     mailer: Mailer | None = None
     limiter: RateLimiter | None = None
     redis_client: Any = None
@@ -177,7 +177,7 @@ def build_runtime(
         attempts=RedisAttemptLimiter(client) if client is not None else MemoryAttemptLimiter(),
         box=SecretBox(settings.secret_key),
         senders=senders if senders is not None else build_senders(),
-        retry_policy=RetryPolicy(
+        retry_policy=DeliveryRetryPolicy(
             schedule=settings.delivery_retry_schedule,
             give_up_after=settings.delivery_give_up_seconds,
             failing_window=settings.subscription_failing_window_seconds,

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     Index,
     Integer,
     String,
@@ -16,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, JsonType, SequenceType
+from infra.db import Base, JsonType, SequenceType, UtcDateTime
 from infra.limits import (
     CORRELATION_ID_MAX,
     ENTITY_ID_MAX,
@@ -51,8 +50,8 @@ class EventRecord(Base):
     # all the list filter needs).
     correlation_id: Mapped[str | None] = mapped_column(String(CORRELATION_ID_MAX))
     body_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     tenant_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     __table_args__ = (
@@ -81,9 +80,9 @@ class QuarantinedEvent(Base):
     document: Mapped[str] = mapped_column(Text, nullable=False)
     reason: Mapped[str] = mapped_column(String(ERROR_TEXT_MAX), nullable=False)
     error_class: Mapped[str] = mapped_column(String(128), nullable=False)
-    quarantined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    quarantined_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         UniqueConstraint("tenant", "event_id", name="uq_quarantined_events_tenant_event_id"),
@@ -100,7 +99,7 @@ class Customer(Base):
     customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320))
     first_name: Mapped[str | None] = mapped_column(String(255))
-    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class Wishlist(Base):
@@ -111,7 +110,7 @@ class Wishlist(Base):
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
     wishlist_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(255), nullable=False)
-    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class WishlistItem(Base):
@@ -128,10 +127,10 @@ class WishlistItem(Base):
     image_url: Mapped[str | None] = mapped_column(String(2048))
     price_at_add: Mapped[float | None] = mapped_column()
     currency: Mapped[str | None] = mapped_column(String(8))
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     notified_price: Mapped[float | None] = mapped_column()
-    notified_restock_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    notified_low_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notified_restock_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    notified_low_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Price(Base):
@@ -144,7 +143,7 @@ class Price(Base):
     variant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     price: Mapped[float] = mapped_column(nullable=False)
     currency: Mapped[str | None] = mapped_column(String(8))
-    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class StockLevel(Base):
@@ -156,9 +155,9 @@ class StockLevel(Base):
     product_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     variant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     available: Mapped[int] = mapped_column(Integer, nullable=False)
-    restocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_rise_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    restocked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_rise_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class ProjectionSkip(Base):

@@ -7,7 +7,7 @@ are skipped with a counted reason (``projection_skips``) and a log line, never a
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -76,7 +76,7 @@ def _customer(session: Session, tenant: str, raw: Any, as_of: datetime) -> str:
     if existing is None:
         session.add(Customer(**values, email=email, first_name=first))
         session.flush()
-    elif _aware(existing.as_of) <= as_of:
+    elif existing.as_of <= as_of:
         existing.email = email or existing.email
         existing.first_name = first or existing.first_name
         existing.as_of = as_of
@@ -95,10 +95,6 @@ def _item_fields(raw: Any) -> dict[str, Any]:
         "price_at_add": _number(raw.get("price"), "item.price"),
         "currency": _text(raw.get("currency"), "item.currency", required=False, limit=8),
     }
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _put_item(session: Session, tenant: str, wishlist_id: str, fields: dict[str, Any],
@@ -133,7 +129,7 @@ def _project_wishlist(session: Session, tenant: str, doc: dict[str, Any], payloa
     parsed = [_item_fields(i) for i in items]
     customer_id = _customer(session, tenant, payload.get("customer"), as_of)
     wishlist = session.get(Wishlist, (tenant, wishlist_id))
-    if wishlist is not None and _aware(wishlist.as_of) > as_of:
+    if wishlist is not None and wishlist.as_of > as_of:
         raise Skip("older than the stored wishlist")
     if wishlist is None:
         session.add(Wishlist(tenant=tenant, wishlist_id=wishlist_id, customer_id=customer_id,
@@ -205,7 +201,7 @@ def _project_stock(session: Session, tenant: str, payload: Any, as_of: datetime)
                                last_rise_at=as_of if available > 0 else None))
         session.flush()
         return
-    if _aware(stock.as_of) > as_of:
+    if stock.as_of > as_of:
         raise Skip("older than the stored stock level")
     if stock.available == 0 and available > 0:
         stock.restocked_at = as_of

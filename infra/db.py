@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    DateTime,
+    Dialect,
     Engine,
     Integer,
     create_engine,
@@ -16,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -126,5 +130,32 @@ def is_permanent_operational(exc: BaseException) -> bool:
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 SequenceType = BigInteger().with_variant(Integer(), "sqlite")
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment in UTC: ``DateTime(timezone=True)`` in the DDL, an aware UTC datetime in Python.
+
+    SQLite keeps no offset and hands back naive values; PostgreSQL hands back the session's
+    zone. Both come back aware, in UTC. On the way in an aware moment is moved to UTC (SQLite
+    would otherwise store its wall clock as if it were UTC) and a naive one is taken as UTC, as
+    ``infra.timefmt`` does.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 class Base(DeclarativeBase):
     pass

@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.http import ApiError, is_malformed_json, json_response, validation_details
+from api.http import ApiError, is_malformed_json, json_response, request_body, validation_details
 from api.observability import INGESTED
 from api.security import charge_events, claim_intake_charge, require, too_many_requests
 from config import logging as logctx
@@ -23,18 +23,6 @@ from infra.broker.ratelimit import RateLimited
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ingest", __name__)
-
-
-def _require_json() -> None:
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-
-
-def _body(limit: int) -> bytes:
-    _require_json()
-    request.max_content_length = limit  # werkzeug answers 413 past it, chunked bodies too
-    return request.get_data(cache=False)
 
 
 def _stored_lookup(tenant: str) -> Any:
@@ -72,7 +60,7 @@ def _accept(events: list[EventIn]) -> list[IntakeResult]:
 @require("events:write", charge_in_intake=True)
 def create_event() -> Response:
     runtime = current_app.extensions["ec.runtime"]
-    body = _body(runtime.settings.max_event_bytes)
+    body = request_body(runtime.settings.max_event_bytes)
     try:
         event = EventIn.model_validate_json(body)
     except ValidationError as exc:
@@ -108,7 +96,7 @@ def create_event() -> Response:
 def create_events_batch() -> Response:
     runtime = current_app.extensions["ec.runtime"]
     settings = runtime.settings
-    body = _body(settings.max_batch_bytes)
+    body = request_body(settings.max_batch_bytes)
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -48,12 +47,6 @@ def with_utm(url: str | None, params: dict[str, Any]) -> str | None:
         utm["utm_campaign"] = campaign
     query.extend((k, str(v)) for k, v in utm.items())
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def _lookup(table: dict[tuple[str, str], Any], item: WishlistItem) -> Any:
@@ -107,19 +100,19 @@ def plan(session: Session, job: Job) -> tuple[list[Planned], int]:
                 pick = Pick(item, {**data, "old_price": reference},
                             lambda i, p=current: setattr(i, "notified_price", p))
         elif kind == "BACK_IN_STOCK":
-            restocked = _aware(level.restocked_at) if level is not None else None
-            if (restocked is not None and available and restocked > _aware(item.added_at)
+            restocked = level.restocked_at if level is not None else None
+            if (restocked is not None and available and restocked > item.added_at
                     and (item.notified_restock_at is None
-                         or restocked > _aware(item.notified_restock_at))):
+                         or restocked > item.notified_restock_at)):
                 pick = Pick(item, data, lambda i, r=restocked: setattr(i, "notified_restock_at", r))
         elif kind == "LOW_STOCK":
             if level is not None and available is not None and 0 < available <= threshold:
-                rise = _aware(level.last_rise_at)
-                told = _aware(item.notified_low_at)
+                rise = level.last_rise_at
+                told = item.notified_low_at
                 if told is None or (rise is not None and rise > told):
                     # Remember the level's own time (when its event was received), so a restock
                     # received before this run but stored after it still opens a new episode.
-                    seen = _aware(level.as_of)
+                    seen = level.as_of
                     pick = Pick(item, data, lambda i, t=seen: setattr(i, "notified_low_at", t))
         if pick is None:
             continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -11,27 +10,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from infra.db import begin_write
+from infra.retry import RetryPolicy
 from jobs.compose import Planned, plan
 from jobs.mailers.base import MAX_PERSONALIZATIONS, Mailer, Recipient
-from jobs.models import Job, JobRun, RunRecipient
+from jobs.models import Job, JobRun, RecipientStatus, RunRecipient, RunStatus, RunTrigger
 from jobs.repository import fires
 from tenants.revocation import disabled_tenants
 
 log = logging.getLogger(__name__)
 
-RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0)
-MAX_ATTEMPTS = 8
+# A run is tried at most 8 times; a retry waits 5 s, 30 s, 2 min, 10 min, then 30 min (± 20 %).
+RETRY = RetryPolicy(schedule=(5.0, 30.0, 120.0, 600.0, 1800.0), max_attempts=8)
 LEASE = timedelta(minutes=5)
 
 
 class RunBusy(Exception):
     """Another worker holds the run's lease: try again later (Dramatiq retries this)."""
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def _lock_run(session: Session, run_id: int) -> JobRun | None:
@@ -71,28 +65,23 @@ def run_notifications(
     """
     begin_write(session)
     run = _lock_run(session, run_id)
-    if run is None or run.status in ("done", "failed", "cancelled"):
+    if run is None or RunStatus(run.status).finished:
         session.rollback()
         return run.status if run else "missing"
     job = session.get(Job, run.job_pk)
-    if job is None or job.deleted or (run.trigger == "schedule" and not fires(job)):
-        run.status, run.finished_at = "cancelled", datetime.now(UTC)
-        run.error = "job deleted or inactive"
+    if job is None or job.deleted or (run.trigger == RunTrigger.SCHEDULE and not fires(job)):
+        run.cancel("job deleted or inactive", datetime.now(UTC))
         session.commit()
-        return "cancelled"
+        return RunStatus.CANCELLED
     if disabled_tenants(session, {job.tenant}):  # store.revocation: its jobs pause
-        run.status, run.finished_at = "cancelled", datetime.now(UTC)
-        run.error = "tenant disabled"
+        run.cancel("tenant disabled", datetime.now(UTC))
         session.commit()
-        return "cancelled"
+        return RunStatus.CANCELLED
     now = datetime.now(UTC)
-    lease = _aware(run.lease_until)
-    if run.status == "running" and lease is not None and lease > now:
+    if run.leased(now):
         session.rollback()
         raise RunBusy(f"run {run_id} is being carried out by another worker")
-    run.status = "running"
-    run.lease_until = now + LEASE
-    run.attempts += 1
+    run.start(now, LEASE)
     planned, skipped = plan(session, job)
     done = set(session.execute(select(RunRecipient.customer_id).where(
         RunRecipient.run_id == run.id)).scalars())
@@ -109,38 +98,35 @@ def run_notifications(
         run = _lock_run(session, run_id)
         assert run is not None
         now = datetime.now(UTC)
-        run.lease_until = now + LEASE
+        run.renew(now, LEASE)
         if result.ok:
             for p in chunk:
                 session.add(RunRecipient(run_id=run.id, customer_id=p.customer_id, email=p.email,
-                                         status="sent", items=len(p.picks), at=now))
+                                         status=RecipientStatus.SENT, items=len(p.picks),
+                                         at=now))
                 for pick in p.picks:
                     pick.remember(pick.item)
             run.sent += len(chunk)
             session.commit()
             continue
-        if result.transient and run.attempts < MAX_ATTEMPTS:
-            base = RETRY_SCHEDULE[min(run.attempts, len(RETRY_SCHEDULE)) - 1]
-            delay = max(base * random.uniform(0.8, 1.2), result.retry_after or 0.0)
-            run.status = "retrying"
-            run.lease_until = None
-            run.error = (result.error or "")[:1024]
+        if result.transient and RETRY.may_retry(run.attempts):
+            delay = RETRY.delay(run.attempts, result.retry_after)
+            run.retry_later(result.error)
             schedule_retry(delay)
             session.commit()
             log.warning("run %s: mail send failed (%s), retrying in %.0f s", run_id, result.error,
                         delay)
-            return "retrying"
+            return RunStatus.RETRYING
         for p in chunk:
             session.add(RunRecipient(run_id=run.id, customer_id=p.customer_id, email=p.email,
-                                     status="failed", items=len(p.picks), at=now))
+                                     status=RecipientStatus.FAILED, items=len(p.picks),
+                                     at=now))
         run.failed += len(chunk)
         run.error = (result.error or "")[:1024]
         session.commit()
     begin_write(session)
     run = _lock_run(session, run_id)
     assert run is not None
-    run.status = "done" if run.failed == 0 or run.sent > 0 else "failed"
-    run.finished_at = datetime.now(UTC)
-    run.lease_until = None
+    run.complete(datetime.now(UTC))
     session.commit()
     return run.status

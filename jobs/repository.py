@@ -15,18 +15,14 @@ from events.contract import new_event_id
 from infra.db import begin_write
 from infra.timefmt import format_time
 from jobs.contract import JobExists, JobIn
-from jobs.models import Job, JobRun
+from jobs.models import Job, JobRun, RunStatus, RunTrigger
 from jobs.schedules import Schedule, parse_schedule
 from tenants.revocation import disabled_tenant_names
 
 
 def schedule_of(job: Job) -> Schedule:
     return parse_schedule(job.schedule, job.schedule_expression, job.timezone,
-                          _aware(job.created_at))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+                          job.created_at)
 
 
 def fires(job: Job) -> bool:
@@ -152,7 +148,7 @@ def _insert_run(session: Session, job: Job, fire_time: datetime, trigger: str,
                 now: datetime) -> int | None:
     """Insert the run for (job, fire_time) unless it exists; return its id if new."""
     values = {"tenant": job.tenant, "job_pk": job.pk, "fire_time": fire_time, "trigger": trigger,
-              "status": "queued", "created_at": now, "recipients": 0, "sent": 0, "failed": 0,
+              "status": RunStatus.QUEUED, "created_at": now, "recipients": 0, "sent": 0, "failed": 0,
               "skipped": 0, "attempts": 0}
     dialect = session.get_bind().dialect.name
     ins = pg_insert(JobRun) if dialect == "postgresql" else sqlite_insert(JobRun)
@@ -165,9 +161,10 @@ def run_now(session: Session, job: Job) -> int:
     """A manual run (POST /jobs/{id}/run); committed, to be enqueued by the caller."""
     begin_write(session)
     now = datetime.now(UTC)
-    run_id = _insert_run(session, job, now, "manual", now)
+    run_id = _insert_run(session, job, now, RunTrigger.MANUAL, now)
     if run_id is None:  # two manual runs in the same microsecond
-        run_id = _insert_run(session, job, now + timedelta(microseconds=1), "manual", now)
+        run_id = _insert_run(session, job, now + timedelta(microseconds=1), RunTrigger.MANUAL,
+                                now)
     assert run_id is not None
     session.commit()
     return run_id
@@ -198,8 +195,8 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
     for job in session.execute(stmt).scalars():
         schedule = schedule_of(job)
         slot = schedule.latest_at_or_before(now)
-        if slot is not None and (job.last_fire_time is None or slot > _aware(job.last_fire_time)):
-            run_id = _insert_run(session, job, slot, "schedule", now)
+        if slot is not None and (job.last_fire_time is None or slot > job.last_fire_time):
+            run_id = _insert_run(session, job, slot, RunTrigger.SCHEDULE, now)
             if run_id is not None:
                 fired.append(run_id)
             job.last_fire_time = slot
@@ -207,7 +204,7 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
         job.next_run_at = schedule.next_after(now)
     session.commit()
     stale = list(session.execute(
-        select(JobRun.id).where(JobRun.status == "queued", JobRun.enqueued_at.is_(None),
+        select(JobRun.id).where(JobRun.status == RunStatus.QUEUED, JobRun.enqueued_at.is_(None),
                                 JobRun.created_at < now - stale_after).limit(batch)
     ).scalars())
     session.rollback()

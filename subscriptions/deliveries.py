@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session
 from events.models import EventRecord
 from infra.db import begin_write
 from infra.timefmt import format_time
-from subscriptions.contract import OPERATION_FLAGS
-from subscriptions.matching import SubscriptionIndex
-from subscriptions.models import Delivery, DeliveryAttempt, Subscription
+from subscriptions.matching import MatchRule, SubscriptionIndex
+from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 
 
 def lock_deliveries(session: Session, delivery_ids: list[int]) -> list[Delivery]:
@@ -33,7 +32,7 @@ def overdue_deliveries(session: Session, now: datetime, older_than: float,
     cutoff = now - timedelta(seconds=older_than)
     return list(session.execute(
         select(Delivery.id).where(
-            Delivery.status == "pending",
+            Delivery.status == DeliveryStatus.PENDING,
             or_(and_(Delivery.attempts == 0, Delivery.created_at < cutoff),
                 Delivery.next_attempt_at < cutoff),
         ).order_by(Delivery.subscription_id, Delivery.id).limit(limit)
@@ -100,18 +99,12 @@ def replay_deliveries(
 
     Returns the new delivery ids (not committed), or None when more than ``limit`` match.
     """
-    flags = {"create": sub.subscribe_create, "change": sub.subscribe_change,
-             "delete": sub.subscribe_delete}
-    operations = [op for op, flag in OPERATION_FLAGS.items() if flags[flag]]
-    types = sub.event_types.split()
     conditions = [
         EventRecord.tenant == sub.tenant,
-        EventRecord.entity_name == sub.entity_type,
-        EventRecord.event_type.in_(types),
         EventRecord.received_at >= since,
         EventRecord.received_at < until,
-        or_(EventRecord.operation.in_(operations),
-            and_(EventRecord.operation.is_(None), EventRecord.event_type != "ENTITY_EVENT")),
+        *MatchRule.of(sub).where(EventRecord.entity_name, EventRecord.event_type,
+                                 EventRecord.operation),
     ]
     count = int(session.execute(select(func.count()).where(*conditions)).scalar_one())
     if count > limit:
@@ -121,8 +114,9 @@ def replay_deliveries(
     if not event_ids:
         return []
     now = datetime.now(UTC)
-    rows = [{"tenant": sub.tenant, "subscription_id": sub.id, "event_id": eid, "status": "pending",
-             "attempts": 0, "replay": True, "created_at": now} for eid in event_ids]
+    rows = [{"tenant": sub.tenant, "subscription_id": sub.id, "event_id": eid,
+             "status": DeliveryStatus.PENDING, "attempts": 0, "replay": True, "created_at": now}
+            for eid in event_ids]
     result = session.execute(insert(Delivery).returning(Delivery.id), rows)
     return sorted(r[0] for r in result)
 
@@ -134,7 +128,7 @@ def create_deliveries(
     """Insert one pending delivery per (event, matching subscription); does not commit."""
     now = datetime.now(UTC)
     rows = [
-        {"tenant": tenant, "subscription_id": sid, "event_id": doc["id"], "status": "pending",
+        {"tenant": tenant, "subscription_id": sid, "event_id": doc["id"], "status": DeliveryStatus.PENDING,
          "attempts": 0, "replay": replay, "created_at": now}
         for doc in docs for sid in index.match(doc)
     ]
@@ -152,15 +146,9 @@ def pending_by_event(session: Session, tenant: str,
     return [(int(r[0]), str(r[1])) for r in session.execute(
         select(Delivery.id, Delivery.event_id).where(
             Delivery.tenant == tenant, Delivery.event_id.in_(event_ids),
-            Delivery.status == "pending", Delivery.attempts == 0,
+            Delivery.status == DeliveryStatus.PENDING, Delivery.attempts == 0,
         ).order_by(Delivery.subscription_id, Delivery.id)
     ).all()]
-
-
-def count_deliveries(session: Session, tenant: str, sub_id: str) -> int:
-    return int(session.execute(
-        select(func.count()).where(Delivery.tenant == tenant, Delivery.subscription_id == sub_id)
-    ).scalar_one())
 
 
 def resume_paused(session: Session, tenant: str) -> list[int]:
@@ -169,11 +157,11 @@ def resume_paused(session: Session, tenant: str) -> list[int]:
     begin_write(session)
     now = datetime.now(UTC)
     ids = list(session.execute(select(Delivery.id).where(
-        Delivery.tenant == tenant, Delivery.status == "pending").order_by(
+        Delivery.tenant == tenant, Delivery.status == DeliveryStatus.PENDING).order_by(
         Delivery.subscription_id, Delivery.id)).scalars())
     if ids:
         session.execute(update(Delivery).where(Delivery.tenant == tenant,
-                                               Delivery.status == "pending")
+                                               Delivery.status == DeliveryStatus.PENDING)
                         .values(next_attempt_at=now))
     session.commit()
     return ids

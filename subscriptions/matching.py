@@ -1,4 +1,5 @@
-"""Matching events to subscriptions: a per-tenant index, cached by version."""
+"""Matching events to subscriptions: the rule (MatchRule), as Python for the live fan-out (a
+per-tenant index, cached by version) and as SQL for a replay of stored events."""
 
 from __future__ import annotations
 
@@ -6,13 +7,64 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from subscriptions.contract import OPERATION_FLAGS
 from subscriptions.models import Subscription
 from subscriptions.repository import list_subscriptions
 from tenants.models import Tenant
+
+# The key of an event that carries no operation (a FAULT or WARNING event): every subscription of
+# its entity type takes it, whatever its flags.
+NO_OPERATION = "*"
+ENTITY_EVENT = "ENTITY_EVENT"
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """Which events a subscription takes: its entity type, one of its event types, and an
+    operation it subscribed to (create, change, delete flags: OPERATION_FLAGS), or no operation
+    at all for an event that is not an ENTITY_EVENT. Nothing else matches: another entity, no
+    entity, READ, an ENTITY_EVENT without an operation."""
+
+    entity_type: str
+    event_types: frozenset[str]
+    operations: frozenset[str]  # the event operations (CREATE, BULK_CREATE, …) subscribed to
+
+    @classmethod
+    def of(cls, sub: Subscription) -> MatchRule:
+        flags = {"create": sub.subscribe_create, "change": sub.subscribe_change,
+                 "delete": sub.subscribe_delete}
+        return cls(entity_type=sub.entity_type, event_types=frozenset(sub.event_types.split()),
+                   operations=frozenset(op for op, flag in OPERATION_FLAGS.items() if flags[flag]))
+
+    @staticmethod
+    def key_of(event_type: str | None, operation: str | None) -> str | None:
+        """What an event is matched by: its operation, NO_OPERATION when it has none and is
+        not an ENTITY_EVENT, None when it has none and is one (it matches nothing)."""
+        if operation:
+            return operation
+        return None if event_type == ENTITY_EVENT else NO_OPERATION
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return self.operations | {NO_OPERATION}
+
+    def matches(self, entity: str | None, event_type: str | None, operation: str | None) -> bool:
+        return (entity == self.entity_type and event_type in self.event_types
+                and self.key_of(event_type, operation) in self.keys)
+
+    def where(self, entity: InstrumentedAttribute[str | None],
+              event_type: InstrumentedAttribute[str],
+              operation: InstrumentedAttribute[str | None]) -> list[ColumnElement[bool]]:
+        """The same rule as SQL conditions on an event table's columns."""
+        return [
+            entity == self.entity_type,
+            event_type.in_(sorted(self.event_types)),
+            or_(operation.in_(sorted(self.operations)),
+                and_(or_(operation.is_(None), operation == ""), event_type != ENTITY_EVENT)),
+        ]
 
 
 @dataclass(frozen=True)
@@ -21,12 +73,12 @@ class SubscriptionIndex:
 
     Attributes:
         version: the tenant's ``subscriptions_version`` this index was built from.
-        by_key: (entity type, flag) → [(subscription id, event types)]; flag ``*`` holds every
-            subscription of the entity type (FAULT/WARNING events without an operation).
+        by_key: (entity type, MatchRule key) → [(subscription id, its rule)]: a subscription
+            is listed under each of its rule's keys, and its rule decides.
     """
 
     version: int
-    by_key: dict[tuple[str, str], list[tuple[str, frozenset[str]]]] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], list[tuple[str, MatchRule]]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -38,24 +90,21 @@ class SubscriptionIndex:
             return []
         event_type = doc.get("event_type")
         operation = (doc.get("event_payload") or {}).get("operation")
-        flag = OPERATION_FLAGS.get(operation or "")
-        if flag is None:
-            if event_type == "ENTITY_EVENT" or operation:
-                return []  # READ, or an entity event without a matching operation
-            flag = "*"
-        return [sid for sid, types in self.by_key.get((entity, flag), ()) if event_type in types]
+        key = MatchRule.key_of(event_type, operation)
+        if key is None:
+            return []
+        return [sid for sid, rule in self.by_key.get((entity, key), ())
+                if rule.matches(entity, event_type, operation)]
 
 
 def build_index(subs: list[Subscription], version: int) -> SubscriptionIndex:
-    by_key: dict[tuple[str, str], list[tuple[str, frozenset[str]]]] = {}
+    by_key: dict[tuple[str, str], list[tuple[str, MatchRule]]] = {}
     for sub in subs:
         if not sub.active:
             continue
-        types = frozenset(sub.event_types.split())
-        flags = [f for f, on in (("create", sub.subscribe_create), ("change", sub.subscribe_change),
-                                 ("delete", sub.subscribe_delete)) if on]
-        for flag in [*flags, "*"]:
-            by_key.setdefault((sub.entity_type, flag), []).append((sub.id, types))
+        rule = MatchRule.of(sub)
+        for key in sorted(rule.keys):
+            by_key.setdefault((rule.entity_type, key), []).append((sub.id, rule))
     return SubscriptionIndex(version=version, by_key=by_key)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from subscriptions.models import Delivery, Subscription
+from subscriptions.models import Delivery, DeliveryStatus, Subscription
 from tenants.quotas import QuotaExceeded, Quotas, lock_tenant, tenant_quotas
 
 
@@ -26,7 +26,7 @@ def check_no_queued_replay(session: Session, sub: Subscription) -> None:
     (queued, being sent, or waiting for a retry). The caller holds the subscription's lock."""
     pending = session.execute(select(func.count()).select_from(Delivery).where(
         Delivery.tenant == sub.tenant, Delivery.subscription_id == sub.id,
-        Delivery.replay == true(), Delivery.status == "pending")).scalar_one()
+        Delivery.replay == true(), Delivery.status == DeliveryStatus.PENDING)).scalar_one()
     if pending:
         raise QuotaExceeded("queued_replays", 1,
                             f"a replay of this subscription is still queued or running "

@@ -13,7 +13,7 @@ from infra.crypto import SecretBox, SecretsUnavailable
 from infra.db import begin_write
 from infra.timefmt import format_time
 from subscriptions.contract import ACCESS_KEY_RE, MASK, SubscriptionError, SubscriptionExists, SubscriptionIn
-from subscriptions.models import Delivery, DeliveryAttempt, Subscription
+from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from tenants.aws_identity import TenantAws, tenant_aws
 from tenants.models import Tenant
 
@@ -85,7 +85,6 @@ def _apply(sub: Subscription, data: SubscriptionIn, box: SecretBox, now: datetim
 
 def _apply_common(sub: Subscription, data: SubscriptionIn, now: datetime) -> None:
     block = data.destination.block
-    sub.active = data.active
     sub.entity_type = data.entityType.value
     sub.subscribe_create = data.subscribeCreate
     sub.subscribe_change = data.subscribeChange
@@ -97,9 +96,7 @@ def _apply_common(sub: Subscription, data: SubscriptionIn, now: datetime) -> Non
     sub.region = block.region
     sub.updated_at = now
     if data.active:
-        sub.deactivated_at = None
-        sub.deactivation_reason = None
-        sub.failing_since = None
+        sub.activate()
 
 
 def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box: SecretBox) -> Subscription:
@@ -111,8 +108,7 @@ def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box
     sub = Subscription(id=sub_id, tenant=tenant, created_at=now, target="")
     _apply(sub, data, box, now, _tenant_aws(session, tenant))
     if not data.active:
-        sub.deactivated_at = now
-        sub.deactivation_reason = "created inactive"
+        sub.deactivate("created inactive", now)
     session.add(sub)
     _bump_version(session, tenant)
     session.commit()
@@ -130,8 +126,7 @@ def update_subscription(
     was_active = sub.active
     _apply(sub, data, box, now, _tenant_aws(session, tenant))
     if was_active and not data.active:
-        sub.deactivated_at = now
-        sub.deactivation_reason = "deactivated by update"
+        sub.deactivate("deactivated by update", now)
     _bump_version(session, tenant)
     session.commit()
     return sub
@@ -163,10 +158,7 @@ def list_subscriptions(session: Session, tenant: str, *, include_inactive: bool,
 
 def deactivate_subscription(session: Session, sub: Subscription, reason: str, now: datetime) -> None:
     """Mark inactive with the reason; does not commit."""
-    sub.active = False
-    sub.deactivated_at = now
-    sub.deactivation_reason = reason[:1024]
-    sub.updated_at = now
+    sub.deactivate(reason, now)
     _bump_version(session, sub.tenant)
 
 
@@ -181,8 +173,8 @@ def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
     session.execute(
         update(Delivery)
         .where(Delivery.tenant == tenant, Delivery.subscription_id == sub_id,
-               Delivery.status == "pending")
-        .values(status="cancelled", last_error="subscription deleted")
+               Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.CANCELLED, last_error="subscription deleted")
     )
     session.delete(sub)
     _bump_version(session, tenant)

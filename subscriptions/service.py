@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -18,9 +18,10 @@ from events.repository import get_events, to_document
 from infra.crypto import SecretBox, SecretsUnavailable
 from infra.db import begin_write
 from infra.limits import full_pattern
+from infra.retry import RetryPolicy
 from subscriptions.contract import target_account
 from subscriptions.deliveries import lock_deliveries, record_attempt
-from subscriptions.models import Delivery, Subscription
+from subscriptions.models import AttemptStatus, Delivery, DeliveryStatus, Subscription
 from subscriptions.repository import deactivate_subscription, get_subscription
 from subscriptions.senders.base import Destination, OutgoingMessage, Sender, SendResult
 from tenants.aws_identity import PLATFORM_NOT_ALLOWED, TenantAws, role_session_name, tenant_aws
@@ -31,8 +32,8 @@ _SAFE_ID = full_pattern(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """The published retry schedule.
+class DeliveryRetryPolicy(RetryPolicy):
+    """The published delivery retry schedule (infra.retry), and the subscription's limit.
 
     Attributes:
         schedule: seconds before retry 1, 2, …; the last value repeats.
@@ -42,14 +43,21 @@ class RetryPolicy:
     """
 
     schedule: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
-    give_up_after: float = 86400
+    give_up_after: float | None = 86400
     failing_window: float = 6 * 3600
-    jitter: float = 0.2
 
-    def delay(self, attempts: int, hint: float | None = None) -> float:
-        base = self.schedule[min(max(attempts, 1), len(self.schedule)) - 1]
-        delay = base * random.uniform(1 - self.jitter, 1 + self.jitter)
-        return max(delay, hint or 0.0)
+
+class Outcome(StrEnum):
+    """What one call did to a delivery (attempt_deliveries' answer; the workers log it): a
+    DeliveryStatus it ended in, or one of these."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRYING = "retrying"  # still pending, its next attempt scheduled
+    SCHEDULED = "scheduled"  # not yet due: a stale duplicate message, ignored
+    PAUSED = "paused"  # its tenant is disabled
+    MISSING = "missing"  # no such delivery
 
 
 def _fifo_id(value: str) -> str:
@@ -119,34 +127,13 @@ def destination_of(sub: Subscription, box: SecretBox, tenant: TenantAws | None) 
     raise NotAllowed(sub.tenant)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
-def attempt_delivery(
-    session: Session,
-    delivery_id: int,
-    *,
-    senders: Mapping[str, Sender],
-    box: SecretBox,
-    policy: RetryPolicy,
-    schedule_retry: Callable[[float], None],
-) -> str:
-    """Try delivery ``delivery_id`` once and commit the outcome; return its new status."""
-    statuses = attempt_deliveries(session, [delivery_id], senders=senders, box=box, policy=policy,
-                                  schedule_retry=lambda _ids, seconds: schedule_retry(seconds))
-    return statuses[delivery_id]
-
-
 def attempt_deliveries(
     session: Session,
     delivery_ids: list[int],
     *,
     senders: Mapping[str, Sender],
     box: SecretBox,
-    policy: RetryPolicy,
+    policy: DeliveryRetryPolicy,
     schedule_retry: Callable[[list[int], float], None],
 ) -> dict[int, str]:
     """Try each delivery once (one batch call per subscription) and commit; return id → status.
@@ -159,14 +146,14 @@ def attempt_deliveries(
     """
     begin_write(session)
     now = datetime.now(UTC)
-    statuses: dict[int, str] = {i: "missing" for i in delivery_ids}
+    statuses: dict[int, str] = {i: Outcome.MISSING for i in delivery_ids}
     groups: dict[tuple[str, str], list[Delivery]] = {}
     for delivery in lock_deliveries(session, delivery_ids):
-        due_at = _aware(delivery.next_attempt_at)
-        if delivery.status != "pending":
+        due_at = delivery.next_attempt_at
+        if delivery.status != DeliveryStatus.PENDING:
             statuses[delivery.id] = delivery.status
         elif due_at is not None and due_at > now + timedelta(seconds=1):
-            statuses[delivery.id] = "scheduled"
+            statuses[delivery.id] = Outcome.SCHEDULED
         else:
             groups.setdefault((delivery.tenant, delivery.subscription_id), []).append(delivery)
     if not groups:
@@ -185,10 +172,9 @@ def attempt_deliveries(
         for delivery in deliveries:
             row = rows.get(delivery.event_id)
             if sub is None or not sub.active or row is None:
-                delivery.status = "cancelled"
-                delivery.last_error = ("subscription inactive" if sub is not None and row is not None
-                                       else "subscription or event gone")
-                statuses[delivery.id] = "cancelled"
+                delivery.cancel("subscription inactive" if sub is not None and row is not None
+                                else "subscription or event gone")
+                statuses[delivery.id] = Outcome.CANCELLED
             else:
                 sendable.append((delivery, row))
         if not sendable or sub is None:
@@ -214,14 +200,14 @@ def attempt_deliveries(
         for (delivery, _row), result in zip(sendable, results, strict=True):
             status = _record_outcome(session, delivery, sub, result, now, latency_ms, policy)
             statuses[delivery.id] = status
-            if status == "retrying":
+            if status == Outcome.RETRYING:
                 retrying.append((delivery, result))
     if retrying:
         attempts = max(d.attempts for d, _ in retrying)
         hint = max((r.retry_after or 0.0) for _, r in retrying) or None
         delay = policy.delay(attempts, hint)
         for delivery, _ in retrying:
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
+            delivery.schedule_retry(now + timedelta(seconds=delay))
         schedule_retry([d.id for d, _ in retrying], delay)
     session.commit()
     return statuses
@@ -238,55 +224,47 @@ def _pause_disabled(session: Session, groups: dict[tuple[str, str], list[Deliver
     if not paused:
         return
     for delivery in paused:
-        delivery.next_attempt_at = now + timedelta(seconds=PAUSE_RECHECK_SECONDS)
-        statuses[delivery.id] = "paused"
+        delivery.schedule_retry(now + timedelta(seconds=PAUSE_RECHECK_SECONDS))
+        statuses[delivery.id] = Outcome.PAUSED
     schedule_retry([d.id for d in paused], PAUSE_RECHECK_SECONDS)
 
 
 def _record_outcome(session: Session, delivery: Delivery, sub: Subscription, result: SendResult,
-                    now: datetime, latency_ms: int, policy: RetryPolicy) -> str:
+                    now: datetime, latency_ms: int, policy: DeliveryRetryPolicy) -> str:
     """Apply one attempt's result to the delivery, its attempt log and its subscription."""
-    delivery.attempts += 1
-    delivery.first_attempt_at = delivery.first_attempt_at or now
-    delivery.last_attempt_at = now
+    delivery.start_attempt(now)
     if result.ok:
-        delivery.status = "succeeded"
-        delivery.delivered_at = now
-        delivery.message_id = result.message_id
-        delivery.next_attempt_at = None
-        delivery.last_error = None
-        if sub.failing_since is not None:
-            sub.failing_since = None
-        record_attempt(session, delivery, status="succeeded", at=now, latency_ms=latency_ms,
-                       message_id=result.message_id)
-        return "succeeded"
+        delivery.mark_delivered(result.message_id, now)
+        sub.recovered()
+        record_attempt(session, delivery, status=AttemptStatus.SUCCEEDED, at=now,
+                       latency_ms=latency_ms, message_id=result.message_id)
+        return Outcome.SUCCEEDED
 
     error = f"{result.error_code}: {result.error_message or ''}".strip()
-    delivery.last_error = error[:1024]
-    first = _aware(delivery.first_attempt_at) or now
-    if result.transient and (now - first).total_seconds() < policy.give_up_after:
-        sub.failing_since = _aware(sub.failing_since) or now
-        failing_for = (now - sub.failing_since).total_seconds()
+    delivery.note_error(error)
+    first = delivery.first_attempt_at or now
+    if result.transient and policy.may_retry(delivery.attempts, (now - first).total_seconds()):
+        failing_for = (now - sub.failing(now)).total_seconds()
         if failing_for >= policy.failing_window:
-            record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
-                           error_code=result.error_code, error_message=result.error_message)
+            record_attempt(session, delivery, status=AttemptStatus.FAILED, at=now,
+                           latency_ms=latency_ms, error_code=result.error_code,
+                           error_message=result.error_message)
             if sub.active:
                 deactivate_subscription(
                     session, sub, f"deliveries failing for {int(failing_for)} s; last error: "
                     f"{error}", now)
-            delivery.status = "cancelled"
-            delivery.next_attempt_at = None
-            return "cancelled"
-        record_attempt(session, delivery, status="retrying", at=now, latency_ms=latency_ms,
-                       error_code=result.error_code, error_message=result.error_message)
-        return "retrying"
+            delivery.cancel()
+            return Outcome.CANCELLED
+        record_attempt(session, delivery, status=AttemptStatus.RETRYING, at=now,
+                       latency_ms=latency_ms, error_code=result.error_code,
+                       error_message=result.error_message)
+        return Outcome.RETRYING
 
-    delivery.status = "failed"
-    delivery.next_attempt_at = None
-    record_attempt(session, delivery, status="failed", at=now, latency_ms=latency_ms,
+    delivery.give_up()
+    record_attempt(session, delivery, status=AttemptStatus.FAILED, at=now, latency_ms=latency_ms,
                    error_code=result.error_code, error_message=result.error_message)
     if not result.transient and sub.active:
         deactivate_subscription(session, sub, result.deactivation_reason or
                                 f"permanent delivery error: {error}", now)
     log.warning("delivery %s failed: %s", delivery.id, result.error_code)
-    return "failed"
+    return Outcome.FAILED

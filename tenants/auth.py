@@ -136,14 +136,20 @@ def add_client(session: Session, tenant: str) -> Credentials:
     return creds
 
 
+def new_secret() -> tuple[str, str]:
+    """A fresh client secret (shown once) and the hash kept of it (a new client's, a rotation's)."""
+    secret = secrets.token_urlsafe(32)
+    return secret, hash_secret(secret)
+
+
 def _new_client(session: Session, tenant: str, now: datetime) -> Credentials:
     client_id = "ec_" + secrets.token_hex(12)
-    client_secret = secrets.token_urlsafe(32)
+    client_secret, secret_hash = new_secret()
     session.add(
         ApiClient(
             client_id=client_id,
             tenant=tenant,
-            secret_hash=hash_secret(client_secret),
+            secret_hash=secret_hash,
             scopes=" ".join(SCOPES),
             active=True,
             created_at=now,

@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Integer,
     String,
@@ -16,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, SequenceType
+from infra.db import Base, SequenceType, UtcDateTime
 from infra.limits import (
     TENANT_MAX,
 )
@@ -34,7 +33,7 @@ class Tenant(Base):
 
     id: Mapped[int] = mapped_column(SequenceType, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(TENANT_MAX), unique=True, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     # Bumped in the same transaction as any change to the tenant's subscriptions, so a
     # worker's cached matching index knows when to reload.
     subscriptions_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -50,7 +49,7 @@ class Tenant(Base):
     platform_accounts: Mapped[str | None] = mapped_column(Text)
     # Set by ``eventcollector tenant disable``: its requests are refused, its deliveries and jobs
     # pause (store.revocation); NULL = enabled.
-    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Quotas (store.quotas); NULL = the deployment's default (EC_QUOTA_*).
     quota_subscriptions: Mapped[int | None] = mapped_column(Integer)
     quota_jobs: Mapped[int | None] = mapped_column(Integer)
@@ -72,11 +71,11 @@ class ApiClient(Base):
     secret_fingerprint: Mapped[str | None] = mapped_column(String(80), nullable=True)
     scopes: Mapped[str] = mapped_column(String(255), nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     # Revocation (store.revocation): a revoked client is inactive; every rotation of its secret
     # bumps ``generation``, which its tokens carry (``gen``): older tokens are refused.
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
@@ -87,8 +86,8 @@ class RevokedToken(Base):
     __tablename__ = "revoked_tokens"
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
-    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
 
 
 class RevocationCounter(Base):

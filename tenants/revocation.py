@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from infra.db import begin_write
 from infra.timefmt import format_time
-from tenants.auth import Credentials, Principal, add_client, hash_secret
+from tenants.auth import Credentials, Principal, add_client, new_secret
 from tenants.aws_identity import UnknownTenant
 from tenants.models import ApiClient, RevocationCounter, RevokedToken, Tenant
 
@@ -136,7 +136,8 @@ def disabled_tenant_names():  # type: ignore[no-untyped-def]
 # --- clients ---------------------------------------------------------------------------------
 
 def create_client(session: Session, tenant: str) -> Credentials:
-    """A new client (every scope) for the tenant; its secret is shown only here."""
+    """A new client (every scope) for the tenant (tenants.auth.add_client, as a tenant's first
+    client is made); its secret is shown only here."""
     return add_client(session, tenant)
 
 
@@ -163,15 +164,12 @@ def revoke_client(session: Session, client_id: str) -> bool:
 
 def rotate_client(session: Session, client_id: str) -> Credentials:
     """Give the client a new secret; the old secret and every token issued before stop working."""
-    import secrets
-
     begin_write(session)
     row = _client(session, client_id)
     if not row.active:
         session.rollback()
         raise UnknownClient(f"client {client_id!r} is revoked: create a new one")
-    secret = secrets.token_urlsafe(32)
-    row.secret_hash = hash_secret(secret)
+    secret, row.secret_hash = new_secret()
     # The old secret's fingerprint would refuse the new one before its hash is checked; the new
     # fingerprint is written at the first successful token request (store.auth).
     row.secret_fingerprint = None

@@ -13,7 +13,7 @@ from infra.broker.dispatch import DELIVERIES_PER_MESSAGE, enqueue_deliveries
 from infra.broker.queues import DELIVER_ACTOR, DELIVER_QUEUE
 from infra.crypto import SecretBox
 from subscriptions.senders.base import Sender
-from subscriptions.service import RetryPolicy, attempt_deliveries
+from subscriptions.service import DeliveryRetryPolicy, attempt_deliveries
 from workers.grouping import Grouper
 from workers.persist import is_transient
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def declare_deliver_actor(
     broker: dramatiq.Broker, sessions: sessionmaker[Session], *, senders: Mapping[str, Sender],
-    box: SecretBox, policy: RetryPolicy, linger: float = 0.0,
+    box: SecretBox, policy: DeliveryRetryPolicy, linger: float = 0.0,
 ) -> dramatiq.Actor:
     """Declare ``deliver`` on ``broker`` (queue ``deliveries``) and return it."""
 

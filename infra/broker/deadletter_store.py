@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    DateTime,
     Index,
     String,
     Text,
@@ -17,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from infra.db import Base, SequenceType, begin_write
+from infra.db import Base, SequenceType, UtcDateTime, begin_write
 
 
 def keep(session: Session, queue: str, message_id: str, encoded: str) -> None:
@@ -93,7 +92,7 @@ class StoredDeadLetter(Base):
     message_id: Mapped[str] = mapped_column(String(64), nullable=False)
     # Dramatiq's encoded message (JSON text), re-enqueued as it is.
     message: Mapped[str] = mapped_column(Text, nullable=False)
-    dead_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    retry_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dead_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    retry_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_dead_letters_queue_id", "queue", "id"),)

@@ -35,7 +35,8 @@ from subscriptions.senders.aws import batch_results, classify
 from subscriptions.senders.base import OutgoingMessage, SendResult
 from subscriptions.senders.sqs import _chunks as sqs_chunks
 from subscriptions.senders.stub import StubSender
-from subscriptions.service import RetryPolicy, attempt_deliveries, attempt_delivery, build_message
+from subscriptions.service import DeliveryRetryPolicy as RetryPolicy
+from subscriptions.service import attempt_deliveries, build_message
 from tenants.models import Tenant
 from tests.conftest import Caller, as_posted, internal_id, order_event, shown_id
 from tests.unit import test_subscriptions_api as api_tests
@@ -452,7 +453,7 @@ def test_the_same_event_posted_twice_is_delivered_once(acme: Caller, stub: StubS
     assert sent_event_ids(stub) == ["evt-dupe"]
 
 
-# --- attempt_delivery, called directly ------------------------------------------------------------
+# --- attempt_deliveries of one delivery, called directly -------------------------------------------
 
 def _stored_pending(app: Any, event_id: str) -> int:
     """Store ``event_id`` and its deliveries without enqueueing them; return the delivery id."""
@@ -477,9 +478,11 @@ def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy
                                                    Delivery.next_attempt_at.is_not(None))
                             .values(next_attempt_at=datetime.now(UTC)))
             session.commit()
-        status = attempt_delivery(session, delivery_id, senders={"SQS": sender, "SNS": sender},
-                                  box=box or runtime_of(app).box, policy=policy,
-                                  schedule_retry=delays.append)
+        statuses = attempt_deliveries(session, [delivery_id],
+                                      senders={"SQS": sender, "SNS": sender},
+                                      box=box or runtime_of(app).box, policy=policy,
+                                      schedule_retry=lambda _ids, seconds: delays.append(seconds))
+        status = statuses[delivery_id]
     return status, delays
 
 
@@ -685,7 +688,7 @@ def test_retry_delay_follows_the_schedule_within_the_jitter_bounds() -> None:
 
 
 def test_retry_delay_uses_exactly_the_jitter_extremes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import subscriptions.service as service
+    import infra.retry as service
 
     policy = RetryPolicy(schedule=(10, 60), jitter=0.25)
     monkeypatch.setattr(service.random, "uniform", lambda low, high: low)

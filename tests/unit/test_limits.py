@@ -29,6 +29,7 @@ import pytest
 from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, String, Text
+from sqlalchemy.types import TypeDecorator
 
 from events.models import EventRecord, QuarantinedEvent
 from infra import limits
@@ -237,7 +238,9 @@ JSON_INT_RANGE = (limits.INT64_MIN, 2**64 - 1)  # what orjson writes back
 def _type_on(column: Column[Any], dialect: str) -> Any:
     kind = column.type
     variants = getattr(kind, "_variant_mapping", {})
-    return variants.get(dialect, kind)
+    kind = variants.get(dialect, kind)
+    # A TypeDecorator (infra.db.UtcDateTime) stores what its impl stores.
+    return kind.impl_instance if isinstance(kind, TypeDecorator) else kind
 
 
 def problems_of(leaf: Leaf, column: Column[Any], *, is_filter: bool = False) -> list[str]:

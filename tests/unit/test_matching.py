@@ -326,3 +326,62 @@ def test_1000_stored_subscriptions_on_other_entities_still_match_exactly_one(
         rows = session.execute(select(Delivery.subscription_id, Delivery.status)).all()
     assert [tuple(r) for r in rows] == [(the_one["id"], "succeeded")]
     assert _sent_ids(stub) == [("evt-order", QUEUE_URL + "-one")]
+
+
+# --- one rule, two uses: the live index (Python) and a replay's query (SQL) ---------------------
+
+GRID_SUBS = [*FLAG_SUBS, sub("none"), sub("fault", create=True, types="FAULT_EVENT WARNING_EVENT"),
+             sub("cust", "CUSTOMER", change=True, types="ENTITY_EVENT FAULT_EVENT")]
+GRID_DOCS = [doc(entity, operation, event_type, event_id=f"e-{n}")
+             for n, (entity, operation, event_type) in enumerate(itertools.product(
+                 ["ORDER", "CUSTOMER", None],
+                 ["CREATE", "BULK_CREATE", "UPDATE", "BULK_UPDATE", "DELETE", "READ", None],
+                 ["ENTITY_EVENT", "FAULT_EVENT", "WARNING_EVENT"]))]
+
+
+def _sql_matches(subscription: Subscription) -> set[str]:
+    """The event ids a replay's WHERE clause selects from the grid, on SQLite."""
+    from sqlalchemy import create_engine, insert
+
+    from events.models import EventRecord
+    from subscriptions.matching import MatchRule
+
+    engine = create_engine("sqlite://")
+    EventRecord.__table__.create(engine)  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(insert(EventRecord), [
+            {"tenant": "acme", "event_id": d["id"], "entity_name": d["entity_name"],
+             "event_source": "APPLICATION", "event_type": d["event_type"],
+             "operation": d["event_payload"]["operation"], "key_attributes": {},
+             "body_hash": "0" * 64, "received_at": NOW, "stored_at": NOW, "tenant_seq": n}
+            for n, d in enumerate(GRID_DOCS)])
+        rule = MatchRule.of(subscription)
+        return set(conn.execute(select(EventRecord.event_id).where(
+            *rule.where(EventRecord.entity_name, EventRecord.event_type, EventRecord.operation)
+        )).scalars())
+
+
+@pytest.mark.parametrize("subscription", GRID_SUBS, ids=lambda s: s.id)
+def test_the_index_the_rule_and_the_replay_query_match_the_same_events(
+        subscription: Subscription) -> None:
+    from subscriptions.matching import MatchRule
+
+    rule = MatchRule.of(subscription)
+    index = build_index([subscription], version=1)
+    by_index = {d["id"] for d in GRID_DOCS if index.match(d) == [subscription.id]}
+    by_rule = {d["id"] for d in GRID_DOCS
+               if rule.matches(d["entity_name"], d["event_type"], d["event_payload"]["operation"])}
+    assert by_index == by_rule == _sql_matches(subscription)
+    assert by_index or subscription.id == "none"  # the others each take something
+
+
+def test_the_replay_query_follows_the_rule_for_an_event_without_an_operation() -> None:
+    # A FAULT event without an operation goes to every ORDER subscription that takes FAULT
+    # events, whatever its flags; an ENTITY_EVENT without one to none
+    fault_none = {d["id"] for d in GRID_DOCS if d["entity_name"] == "ORDER"
+                  and d["event_type"] == "FAULT_EVENT" and d["event_payload"]["operation"] is None}
+    entity_none = {d["id"] for d in GRID_DOCS if d["event_type"] == "ENTITY_EVENT"
+                   and d["event_payload"]["operation"] is None}
+    fault = _sql_matches(sub("fault", types="FAULT_EVENT"))
+    assert fault_none <= fault and len(fault_none) == 1
+    assert not entity_none & _sql_matches(sub("none", create=True, change=True, delete=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from jobs.compose import DEFAULT_LOW_STOCK_THRESHOLD, with_utm
 from jobs.mailers.base import MAX_PERSONALIZATIONS, MailResult, Recipient
 from jobs.mailers.stub import StubMailer
 from jobs.models import JobRun, RunRecipient
-from jobs.notifications import RETRY_SCHEDULE, run_notifications
+from jobs.notifications import RETRY, run_notifications
 from jobs.repository import get_job as load_job
 from jobs.repository import run_now
 from scheduler.loop import tick_once
@@ -422,7 +423,8 @@ def test_customers_without_email_are_skipped_until_they_get_one(acme: Caller, st
 def test_a_transient_failure_is_retried_and_mails_each_customer_once(
         acme: Caller, stub: StubMailer, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a retry schedule short enough for a unit test (SendGrid's retry_after still applies)
-    monkeypatch.setattr(jobs.notifications, "RETRY_SCHEDULE", (0.01,) * len(RETRY_SCHEDULE))
+    monkeypatch.setattr(jobs.notifications, "RETRY",
+                        replace(RETRY, schedule=(0.01,) * len(RETRY.schedule)))
     post_events(acme, *customers_wishlists(3))
     create_job(acme, id="job-429")
     # And a mailer that answers 429 once, then accepts
@@ -448,7 +450,7 @@ def test_a_transient_failure_schedules_the_retry_per_the_schedule_and_retry_afte
     # Then the retry is scheduled after the first step of the schedule (±20 % jitter), at least
     # Retry-After, and the run says why it is waiting
     [delay] = delays
-    assert RETRY_SCHEDULE[0] * 0.8 <= delay <= RETRY_SCHEDULE[0] * 1.2
+    assert RETRY.schedule[0] * 0.8 <= delay <= RETRY.schedule[0] * 1.2
     run = run_row(acme, run_id)
     assert (run.status, run.attempts, run.sent) == ("retrying", 1, 0)
     assert "429" in (run.error or "")
