@@ -38,9 +38,9 @@ from subscriptions.senders.stub import StubSender
 from subscriptions.service import RetryPolicy, attempt_deliveries, attempt_delivery, build_message
 from tenants.models import Tenant
 from tests.conftest import Caller, as_posted, internal_id, order_event, shown_id
-from tests.unit import test_subscriptions_api as api_tests
-from tests.unit.test_ingest import assert_error
-from tests.unit.test_subscriptions_api import (
+from tests.support.apps import runtime_of
+from tests.support.events import assert_error
+from tests.support.subscriptions import (
     ACCESS_KEY,
     ACCESS_SECRET,
     BASE,
@@ -49,17 +49,14 @@ from tests.unit.test_subscriptions_api import (
     TOPIC_ARN,
     attempts,
     create,
-    runtime_of,
     settle,
     sns_body,
     sqs_body,
     wait_until,
 )
 
-# The StubSender app and its fixtures (conftest's acme/globex use this ``embedded``).
-template_db = api_tests.template_db
-embedded = api_tests.embedded
-stub = api_tests.stub
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 UNAVAILABLE = SendResult(False, error_code="ServiceUnavailable", error_message="try later",
                          transient=True)

@@ -19,20 +19,11 @@ from subscriptions.repository import create_subscription
 from subscriptions.senders.stub import StubSender
 from tenants.models import Tenant
 from tests.conftest import Caller, b64, order_event
-from tests.unit import test_subscriptions_api as api_tests
-from tests.unit.test_subscriptions_api import (
-    BASE,
-    QUEUE_URL,
-    create,
-    runtime_of,
-    settle,
-    sqs_body,
-)
+from tests.support.apps import runtime_of
+from tests.support.subscriptions import BASE, QUEUE_URL, create, settle, sqs_body
 
-# The StubSender app and its fixtures (conftest's acme/globex use this ``embedded``).
-template_db = api_tests.template_db
-embedded = api_tests.embedded
-stub = api_tests.stub
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

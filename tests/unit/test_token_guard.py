@@ -19,7 +19,7 @@ from infra.broker.ratelimit import Allowance, MemoryAttemptLimiter, RedisAttempt
 from tenants.auth import Credentials, create_tenant, secret_fingerprint
 from tenants.models import ApiClient
 from tests.conftest import SECRET, Caller, order_event
-from tests.unit.test_ingest import running_app
+from tests.support.apps import running_app
 
 UNKNOWN = "ec_000000000000000000000000"
 
@@ -314,7 +314,7 @@ def test_migration_0010_adds_the_fingerprint_and_existing_clients_still_authenti
 
 def test_the_token_endpoint_settings_have_their_defaults_and_are_validated() -> None:
     from config.settings import ConfigError, load_settings
-    from tests.unit.test_settings import server_env
+    from tests.support.env import server_env
 
     settings = load_settings(server_env())
     assert (settings.token_failures_per_client, settings.token_failures_per_source,
