@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 import tenants.auth
-from infra.broker.ratelimit import Allowance, MemoryAttemptLimiter, RedisAttemptLimiter
+from infra.broker.ratelimit import Allowance, RedisAttemptLimiter
 from tenants.auth import Credentials, create_tenant, secret_fingerprint
 from tenants.models import ApiClient
 from tests.conftest import SECRET, Caller, order_event
@@ -161,16 +161,6 @@ def test_without_redis_the_attempt_limiter_counts_in_the_process() -> None:
     assert [limiter.attempt(rules).allowed for _ in range(3)] == [True, True, False]
 
 
-def test_forgive_gives_back_what_attempt_took() -> None:
-    limiter = MemoryAttemptLimiter()
-    rules = [Allowance("a", 1), Allowance("b", 5)]
-    assert limiter.attempt(rules).allowed
-    limiter.forgive(rules)
-    assert limiter.attempt(rules).allowed
-    verdict = limiter.attempt(rules)
-    assert not verdict.allowed and 0 < verdict.retry_after <= 60
-    # and a refused attempt took nothing from the other bucket
-    assert limiter.attempt([Allowance("b", 5)]).allowed
 
 
 # --- the same work for an unknown id; the cheap refusal ---------------------------------------
