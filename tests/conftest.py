@@ -138,6 +138,34 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return build_template(tmp_path_factory.mktemp("template") / "ec.db")
 
 
+@dataclass
+class Services:
+    """What a service or repository function takes, without an app: sessions on a copy of the
+    template database (migrated; tenants acme and globex) and a SecretBox."""
+
+    sessions: Any
+    box: Any
+
+
+@pytest.fixture
+def services(template_db: Any, tmp_path: Any) -> Iterator[Services]:
+    """For tests whose assertion is about a service or repository, not HTTP: no Flask app, no
+    broker, no worker thread. (A file, not ``:memory:``: SQLAlchemy gives every session of a
+    thread the one connection of an in-memory database, and these tests, like the app, open a
+    second session while one is in a transaction.)"""
+    from cryptography.fernet import Fernet
+
+    from infra.crypto import SecretBox
+    from infra.db import make_engine, make_session_factory
+    from tests.support.apps import copy_db
+
+    engine = make_engine(f"sqlite:///{copy_db(template_db, tmp_path)}")
+    try:
+        yield Services(make_session_factory(engine), SecretBox(Fernet.generate_key().decode()))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def embedded(request: pytest.FixtureRequest, template_db: Any, tmp_path: Any) -> Iterator[Any]:
     """The embedded app (SQLite + StubBroker, tenants acme and globex) on a copy of the template

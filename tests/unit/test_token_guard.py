@@ -20,6 +20,7 @@ from tenants.auth import Credentials, create_tenant, secret_fingerprint
 from tenants.models import ApiClient
 from tests.conftest import SECRET, Caller, order_event
 from tests.support.apps import running_app
+from tests.support.backends import unreachable_redis
 
 UNKNOWN = "ec_000000000000000000000000"
 
@@ -152,10 +153,9 @@ def test_the_failure_counters_are_shared_through_redis(tmp_path: Path) -> None:
 
 
 def test_without_redis_the_attempt_limiter_counts_in_the_process() -> None:
-    # Given a Redis client that cannot connect
-    import redis
-
-    limiter = RedisAttemptLimiter(redis.Redis(port=1, socket_connect_timeout=0.2))
+    # Given a Redis client that cannot connect (and does not retry: redis-py's default backoff
+    # made this test take 12 s)
+    limiter = RedisAttemptLimiter(unreachable_redis())
     rules = [Allowance("ec:authfail:client:x", 2)]
     # Then attempts are still counted (in memory), not let through
     assert [limiter.attempt(rules).allowed for _ in range(3)] == [True, True, False]
