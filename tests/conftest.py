@@ -110,33 +110,101 @@ def mint(tenant: str, scopes: frozenset[str] | None = None, ttl: int = 600) -> s
 
 # --- embedded (unit tier) -------------------------------------------------------------------
 
+EMBEDDED_KINDS = ("plain", "sender", "mailer")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "embedded(kind='plain', **settings): which embedded app the ``embedded`` "
+        "fixture builds for the tests it marks (module-wide as ``pytestmark``): 'plain' (persist "
+        "worker thread), 'sender' (StubSender deliveries), 'mailer' (StubMailer, workers only "
+        "inside settle); keyword arguments are extra Settings")
+
+
+def _embedded_marker(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    marker = request.node.get_closest_marker("embedded")
+    if marker is None:
+        return "plain", {}
+    kind = marker.args[0] if marker.args else marker.kwargs.get("kind", "plain")
+    assert kind in EMBEDDED_KINDS, kind
+    return kind, {k: v for k, v in marker.kwargs.items() if k != "kind"}
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A migrated SQLite file holding tenants acme and globex, built once per session."""
+    from tests.support.apps import build_template
+
+    return build_template(tmp_path_factory.mktemp("template") / "ec.db")
+
+
+@dataclass
+class Services:
+    """What a service or repository function takes, without an app: sessions on a copy of the
+    template database (migrated; tenants acme and globex) and a SecretBox."""
+
+    sessions: Any
+    box: Any
+
+
 @pytest.fixture
-def embedded(tmp_path: Any) -> Iterator[Any]:
-    """An app on SQLite with an in-process StubBroker and a persist worker thread."""
-    import dramatiq
+def services(template_db: Any, tmp_path: Any) -> Iterator[Services]:
+    """For tests whose assertion is about a service or repository, not HTTP: no Flask app, no
+    broker, no worker thread. (A file, not ``:memory:``: SQLAlchemy gives every session of a
+    thread the one connection of an in-memory database, and these tests, like the app, open a
+    second session while one is in a transaction.)"""
+    from cryptography.fernet import Fernet
 
-    from api.app import create_app
-    from config.runtime import build_runtime
-    from infra.db import upgrade
-    from tenants.auth import create_tenant
-    from workers.main import declare_actors
+    from infra.crypto import SecretBox
+    from infra.db import make_engine, make_session_factory
+    from tests.support.apps import copy_db
 
-    settings = make_settings(f"sqlite:///{tmp_path / 'ec.db'}")
-    upgrade(settings.database_url)
-    runtime = build_runtime(settings)
-    declare_actors(runtime)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=50)
-    worker.start()
-    with runtime.sessions() as session:
-        create_tenant(session, "acme")
-        create_tenant(session, "globex")
-    app = create_app(runtime=runtime)
-    app.testing = True
+    engine = make_engine(f"sqlite:///{copy_db(template_db, tmp_path)}")
     try:
-        yield app
+        yield Services(make_session_factory(engine), SecretBox(Fernet.generate_key().decode()))
     finally:
-        worker.stop()
-        runtime.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def embedded(request: pytest.FixtureRequest, template_db: Any, tmp_path: Any) -> Iterator[Any]:
+    """The embedded app (SQLite + StubBroker, tenants acme and globex) on a copy of the template
+    database; ``pytest.mark.embedded`` chooses which (tests/support/apps.py):
+
+    - ``plain`` (default): a persist worker thread consuming everything enqueued (running_app);
+    - ``sender``: deliveries go to one StubSender, the ``stub`` fixture (stub_app);
+    - ``mailer``: the ``stub`` fixture's StubMailer; workers run only inside
+      tests/support/jobs.settle (notify_app).
+    """
+    from tests.support.apps import copy_db, notify_app, running_app, stub_app
+
+    kind, settings = _embedded_marker(request)
+    db = copy_db(template_db, tmp_path)
+    if kind == "sender":
+        app_cm = stub_app(db, **settings)
+    elif kind == "mailer":
+        app_cm = notify_app(db, request.getfixturevalue("stub"), **settings)
+    else:
+        app_cm = running_app(db, migrate=False, **settings)
+    with app_cm as app:
+        yield app
+
+
+@pytest.fixture
+def stub(request: pytest.FixtureRequest) -> Any:
+    """The embedded app's stub: the StubSender every delivery of a ``sender`` app goes to, or
+    the StubMailer of a ``mailer`` app (made first: the app is built with it)."""
+    kind, _ = _embedded_marker(request)
+    if kind == "mailer":
+        from jobs.mailers.stub import StubMailer
+
+        return StubMailer()
+    assert kind == "sender", "the stub fixture needs pytest.mark.embedded('sender' or 'mailer')"
+    from subscriptions.senders.stub import StubSender
+
+    sender = request.getfixturevalue("embedded").extensions["ec.runtime"].senders["SQS"]
+    assert isinstance(sender, StubSender)
+    return sender
 
 
 def drain(app: Any) -> None:

@@ -26,8 +26,8 @@ import pytest
 import requests
 
 from tests.conftest import SECRET, free_port, mint, order_event, require_service
-from tests.integration.aws import MotoServer
-from tests.integration.procs import Proc, procfile_command, wait_http
+from tests.support.aws import MotoServer
+from tests.support.procs import Proc, procfile_command, wait_http
 
 from .servers import PrivatePostgres, PrivateRedis
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import shown_id
-from tests.integration.aws import FaultProxy, MotoServer
+from tests.support.aws import FaultProxy, MotoServer
 
 from .conftest import (
     FULL,
@@ -222,14 +222,14 @@ def test_scheduler_killed_between_commit_and_enqueue_sends_the_slot_once(
 
     from infra.db import make_engine
     from jobs.repository import tick
-    from tests.integration.sendgrid_standin import SendGridStandIn
+    from tests.support.sendgrid_standin import SendGridStandIn
 
     standin = SendGridStandIn()
     stack = stack_factory("web", "persist", "notify", SENDGRID_API_KEY="SG.chaos",
                           SENDGRID_FROM_EMAIL="shop@example.com", SENDGRID_API_HOST=standin.url,
                           EC_SCHEDULER_RESEND_AFTER_SECONDS="2", EC_SCHEDULER_TICK_SECONDS="1")
     tenant, headers = create_tenant(stack)
-    from tests.integration.test_jobs import item, wishlist
+    from tests.support.e2e_jobs import item, wishlist
 
     r = requests.post(stack.base + "/api/v1/events", headers=headers, timeout=10,
                       json=wishlist("w-1", "ann", "ann@example.com", [item("p-1", 10.0)]))

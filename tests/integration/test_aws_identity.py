@@ -39,7 +39,7 @@ from tenants.auth import create_tenant
 from tenants.aws_identity import role_session_name, tenant_aws
 from tests import conftest
 from tests.conftest import Caller, make_settings, mint, order_event
-from tests.integration.aws import MotoServer
+from tests.support.aws import MotoServer
 
 pytestmark = pytest.mark.integration
 
@@ -295,7 +295,7 @@ def test_assumed_credentials_are_reused_then_renewed_before_they_expire_against_
 
 
 def test_the_migration_marks_existing_rows_on_postgresql() -> None:
-    from tests.unit.migration_rows import check_migrated, seed_0005
+    from tests.support.migration_rows import check_migrated, seed_0005
 
     name = f"ec_mig_{uuid.uuid4().hex[:8]}"
     admin = conftest.PG_ADMIN_URL

@@ -22,8 +22,8 @@ import requests
 
 from infra.broker.ratelimit import bucket_key
 from tests.conftest import SECRET, Caller, free_port, make_settings, mint, order_event
-from tests.integration.procs import Proc, procfile_command, wait_http
-from tests.integration.test_pipeline import _app, _ensure_tenant, _set_limits
+from tests.support.pipeline import _app, _ensure_tenant, _set_limits
+from tests.support.procs import Proc, procfile_command, wait_http
 
 pytestmark = pytest.mark.integration
 

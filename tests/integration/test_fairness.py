@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import SECRET, free_port, make_settings, mint, order_event
-from tests.integration.procs import ROOT, Proc, procfile_command, wait_http
+from tests.support.procs import ROOT, Proc, procfile_command, wait_http
 
 pytestmark = pytest.mark.integration
 

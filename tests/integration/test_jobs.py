@@ -21,32 +21,12 @@ from infra.broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
 from jobs.mailers.sendgrid import SendGridMailer
 from jobs.models import Job, JobRun
 from tenants.auth import create_tenant
-from tests.conftest import SECRET, Caller, b64, make_settings, mint
-from tests.integration.procs import Proc, procfile_command
-from tests.integration.sendgrid_standin import SendGridStandIn
+from tests.conftest import SECRET, Caller, make_settings, mint
+from tests.support.e2e_jobs import entity, item, wishlist
+from tests.support.procs import Proc, procfile_command
+from tests.support.sendgrid_standin import SendGridStandIn
 
 pytestmark = pytest.mark.integration
-
-
-def entity(name: str, op: str, payload: dict[str, Any], entity_id: str) -> dict[str, Any]:
-    return {"entity_id": entity_id, "entity_name": name, "event_source": "CONNECTOR",
-            "event_type": "ENTITY_EVENT",
-            "event_payload": {"operation": op, "base64_encoded_payload_json": b64(payload)}}
-
-
-def wishlist(wid: str, customer: str, email: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-    return entity("WISHLIST", "CREATE", {
-        "customer": {"id": customer, "email": email, "first_name": customer.title()},
-        "items": items}, wid)
-
-
-def item(pid: str, price: float, vid: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"product_id": pid, "title": f"Product {pid}",
-                           "url": f"https://shop.example/{pid}?ref=wl", "price": price,
-                           "currency": "EUR"}
-    if vid:
-        out["variant_id"] = vid
-    return out
 
 
 @pytest.fixture
@@ -291,7 +271,7 @@ def test_price_drop_over_the_procfile_web_persist_notify_and_scheduler_processes
     import requests
 
     from tests.conftest import free_port
-    from tests.integration.procs import wait_http
+    from tests.support.procs import wait_http
 
     port = free_port()
     env = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "EC_TOKEN_SECRET": SECRET,

@@ -17,7 +17,7 @@ from cli.main import main as cli
 from config.runtime import build_runtime
 from infra.broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
 from tests.conftest import SECRET, make_settings
-from tests.integration.procs import Proc, procfile_command
+from tests.support.procs import Proc, procfile_command
 
 pytestmark = pytest.mark.integration
 METRICS_TOKEN = "metrics-" + "t" * 24

@@ -20,31 +20,13 @@ import redis
 import requests
 from sqlalchemy import select
 
-from config.runtime import build_runtime
 from events.models import EventRecord
 from infra.broker.queues import PERSIST_QUEUE
-from tenants.auth import create_tenant
 from tests.conftest import SECRET, Caller, as_posted, free_port, make_settings, mint, order_event
-from tests.integration.procs import Proc, RedisServer, procfile_command, wait_http
+from tests.support.pipeline import _app, _ensure_tenant, _set_limits
+from tests.support.procs import Proc, RedisServer, procfile_command, wait_http
 
 pytestmark = pytest.mark.integration
-
-
-def _app(settings: Any) -> Any:
-    from api.app import create_app
-
-    runtime = build_runtime(settings)
-    app = create_app(runtime=runtime)
-    app.testing = True
-    return app, runtime
-
-
-def _ensure_tenant(runtime: Any, name: str) -> None:
-    from tenants.auth import tenant_exists
-
-    with runtime.sessions() as session:
-        if not tenant_exists(session, name):
-            create_tenant(session, name)
 
 
 def _stored(runtime: Any, tenant: str) -> list[str]:
@@ -299,15 +281,6 @@ def test_pagination_on_postgres_skips_and_repeats_nothing_while_events_arrive(
     finally:
         worker.stop()
         runtime.close()
-
-
-def _set_limits(runtime: Any, tenant: str, per_second: float, burst: int) -> None:
-    from tenants.models import Tenant
-
-    with runtime.sessions() as session:
-        session.query(Tenant).filter(Tenant.name == tenant).update(
-            {Tenant.rate_per_second: per_second, Tenant.rate_burst: burst})
-        session.commit()
 
 
 def test_the_rate_limit_is_shared_by_web_processes_and_costs_no_extra_round_trip(

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.aws import MotoServer
-from tests.integration.procs import ROOT, Proc
+from tests.support.aws import MotoServer
+from tests.support.procs import ROOT, Proc
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import requests
 
 from cli.main import main as cli
 from tests.conftest import SECRET, free_port
-from tests.integration.procs import Proc, procfile_command, wait_http
+from tests.support.procs import Proc, procfile_command, wait_http
 
 pytestmark = pytest.mark.integration
 BOUND = 30.0

@@ -18,7 +18,7 @@ from config.runtime import build_runtime
 from infra.broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from tenants.auth import create_tenant
 from tests.conftest import Caller, as_posted, make_settings, mint, order_event
-from tests.integration.aws import FaultProxy, MotoServer
+from tests.support.aws import FaultProxy, MotoServer
 
 pytestmark = pytest.mark.integration
 
@@ -510,7 +510,7 @@ def test_end_to_end_over_the_procfile_web_persist_and_deliver_processes(
     import requests
 
     from tests.conftest import SECRET, free_port
-    from tests.integration.procs import Proc, procfile_command, wait_http
+    from tests.support.procs import Proc, procfile_command, wait_http
 
     port = free_port()
     env = {"DATABASE_URL": pg_url.replace("postgresql+psycopg://", "postgres://"),

@@ -28,13 +28,13 @@ def fresh_pg() -> Iterator[str]:
 
 def test_migration_0009_renumbers_events_per_tenant_and_keeps_legacy_cursors_on_postgresql(
         fresh_pg: str) -> None:
-    from tests.unit.tenant_ids import check_migrated, seed_0007
+    from tests.support.tenant_ids import check_migrated, seed_0007
 
     check_migrated(fresh_pg, seed_0007(fresh_pg))
 
 
 def test_concurrent_persist_transactions_number_each_tenant_without_gaps_on_postgresql(
         pg_url: str) -> None:
-    from tests.unit.tenant_ids import check_concurrent_numbering
+    from tests.support.tenant_ids import check_concurrent_numbering
 
     check_concurrent_numbering(pg_url)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from tenants.auth import SCOPES, Credentials, check_secret, create_tenant, mint_token, verify_token
 from tenants.models import ApiClient
 from tests.conftest import SECRET, Caller, as_posted, drain, mint, order_event
-from tests.unit.test_ingest import assert_error, embedded, stored_total, template_db  # noqa: F401
+from tests.support.events import assert_error, stored_total
 
 
 def assert_oauth_error(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -254,7 +254,7 @@ def test_open_loyalty_routes_take_the_tenant_from_the_token(acme: Caller) -> Non
 # --- token endpoint ----------------------------------------------------------------------------
 
 @pytest.fixture
-def shop(embedded: Any) -> Credentials:  # noqa: F811 - conftest/test_ingest fixture
+def shop(embedded: Any) -> Credentials:
     """A tenant created the way the CLI does, with its client credentials."""
     with embedded.extensions["ec.runtime"].sessions() as session:
         return create_tenant(session, "shop")
@@ -265,7 +265,7 @@ def token_request(client: Any, **form: str) -> Any:
 
 
 def test_client_credentials_grant_returns_a_usable_token(
-    embedded: Any, shop: Credentials  # noqa: F811
+    embedded: Any, shop: Credentials
 ) -> None:
     client = embedded.test_client()
     # Given a tenant's client id and secret
@@ -291,7 +291,7 @@ def test_client_credentials_grant_returns_a_usable_token(
                  403, "tenant_mismatch")
 
 
-def test_http_basic_client_credentials_work(embedded: Any, shop: Credentials) -> None:  # noqa: F811
+def test_http_basic_client_credentials_work(embedded: Any, shop: Credentials) -> None:
     client = embedded.test_client()
     # Given the client credentials in an HTTP Basic header
     basic = base64.b64encode(f"{shop.client_id}:{shop.client_secret}".encode()).decode()
@@ -305,7 +305,7 @@ def test_http_basic_client_credentials_work(embedded: Any, shop: Credentials) ->
     assert Caller(client, "shop", token).post_event(order_event()).status_code == 201
 
 
-def test_json_token_request_works(embedded: Any, shop: Credentials) -> None:  # noqa: F811
+def test_json_token_request_works(embedded: Any, shop: Credentials) -> None:
     # Given the grant as a JSON object
     # When it is posted
     resp = embedded.test_client().post("/api/v1/auth/token", json={
@@ -318,7 +318,7 @@ def test_json_token_request_works(embedded: Any, shop: Credentials) -> None:  # 
 
 @pytest.mark.parametrize("case", ["wrong secret", "unknown client", "no secret",
                                   "other tenant's secret", "bad basic"])
-def test_bad_client_credentials_are_a_401(embedded: Any, shop: Credentials, case: str) -> None:  # noqa: F811
+def test_bad_client_credentials_are_a_401(embedded: Any, shop: Credentials, case: str) -> None:
     client = embedded.test_client()
     with embedded.extensions["ec.runtime"].sessions() as session:
         other = create_tenant(session, "other-shop")
@@ -347,7 +347,7 @@ def test_bad_client_credentials_are_a_401(embedded: Any, shop: Credentials, case
 
 
 @pytest.mark.parametrize("grant_type", ["password", "authorization_code", "", None])
-def test_other_grant_types_are_a_400(embedded: Any, shop: Credentials,  # noqa: F811
+def test_other_grant_types_are_a_400(embedded: Any, shop: Credentials,
                                      grant_type: str | None) -> None:
     # Given valid credentials but another (or no) grant_type
     form = {"client_id": shop.client_id, "client_secret": shop.client_secret}
@@ -360,7 +360,7 @@ def test_other_grant_types_are_a_400(embedded: Any, shop: Credentials,  # noqa: 
     assert "grant_type" in error["error_description"]
 
 
-def test_unknown_scope_is_a_400(embedded: Any, shop: Credentials) -> None:  # noqa: F811
+def test_unknown_scope_is_a_400(embedded: Any, shop: Credentials) -> None:
     # Given a request for a scope that does not exist
     # When posted
     resp = token_request(embedded.test_client(), grant_type="client_credentials",
@@ -371,7 +371,7 @@ def test_unknown_scope_is_a_400(embedded: Any, shop: Credentials) -> None:  # no
     assert "admin" in error["error_description"]
 
 
-def test_a_requested_subset_of_scopes_is_honoured(embedded: Any, shop: Credentials) -> None:  # noqa: F811
+def test_a_requested_subset_of_scopes_is_honoured(embedded: Any, shop: Credentials) -> None:
     client = embedded.test_client()
     # Given a token requested with scope events:read only
     resp = token_request(client, grant_type="client_credentials", client_id=shop.client_id,
@@ -388,7 +388,7 @@ def test_a_requested_subset_of_scopes_is_honoured(embedded: Any, shop: Credentia
 
 
 def test_a_token_request_that_is_not_a_form_or_json_is_a_415(
-    embedded: Any, shop: Credentials  # noqa: F811
+    embedded: Any, shop: Credentials
 ) -> None:
     # Given the grant as text/plain
     # When posted
@@ -399,7 +399,7 @@ def test_a_token_request_that_is_not_a_form_or_json_is_a_415(
     assert "form" in assert_oauth_error(resp, 415, "invalid_request")["error_description"]
 
 
-def test_the_client_secret_is_stored_hashed(embedded: Any, shop: Credentials) -> None:  # noqa: F811
+def test_the_client_secret_is_stored_hashed(embedded: Any, shop: Credentials) -> None:
     # Given a tenant just created
     # When its client row is read from the database
     with embedded.extensions["ec.runtime"].sessions() as session:
@@ -427,7 +427,7 @@ def _restrict_client(app: Any, client_id: str, *, scopes: str | None = None,
         session.commit()
 
 
-def test_a_deactivated_client_gets_no_token(embedded: Any, shop: Credentials) -> None:  # noqa: F811
+def test_a_deactivated_client_gets_no_token(embedded: Any, shop: Credentials) -> None:
     # Given a client that was deactivated
     _restrict_client(embedded, shop.client_id, active=False)
     # When it asks for a token with its right secret
@@ -438,7 +438,7 @@ def test_a_deactivated_client_gets_no_token(embedded: Any, shop: Credentials) ->
 
 
 def test_a_client_cannot_request_scopes_it_does_not_hold(
-    embedded: Any, shop: Credentials  # noqa: F811
+    embedded: Any, shop: Credentials
 ) -> None:
     # Given a client holding events:read only
     _restrict_client(embedded, shop.client_id, scopes="events:read")
@@ -452,7 +452,7 @@ def test_a_client_cannot_request_scopes_it_does_not_hold(
 
 
 def test_omitting_scope_grants_all_of_the_clients_scopes(
-    embedded: Any, shop: Credentials  # noqa: F811
+    embedded: Any, shop: Credentials
 ) -> None:
     # Given a client holding events:read only
     _restrict_client(embedded, shop.client_id, scopes="events:read")

@@ -22,9 +22,9 @@ from subscriptions.senders.base import Destination
 from subscriptions.senders.stub import StubSender
 from tenants.models import Tenant
 from tests.conftest import Caller, order_event
-from tests.unit import test_subscriptions_api as api_tests
-from tests.unit.test_ingest import assert_error
-from tests.unit.test_subscriptions_api import (
+from tests.support.apps import copy_db, runtime_of, stub_app
+from tests.support.events import assert_error
+from tests.support.subscriptions import (
     ACCESS_KEY,
     ACCESS_SECRET,
     BASE,
@@ -33,16 +33,14 @@ from tests.unit.test_subscriptions_api import (
     attempts,
     create,
     put,
-    runtime_of,
     settle,
     sqs_body,
     stored_subscription,
     writable,
 )
 
-template_db = api_tests.template_db
-embedded = api_tests.embedded
-stub = api_tests.stub
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 ACCOUNT = "123456789012"  # QUEUE_URL's and TOPIC_ARN's account
 OTHER_QUEUE = "https://sqs.us-east-1.amazonaws.com/210987654321/someone-elses-orders"
@@ -218,7 +216,7 @@ def test_platform_credentials_on_the_endpoint_override_use_the_account_in_the_pa
 ) -> None:
     from tests.conftest import mint
 
-    with api_tests.stub_app(api_tests.copy_db(template_db, tmp_path),
+    with stub_app(copy_db(template_db, tmp_path),
                             aws_endpoint_sqs="http://127.0.0.1:4566") as app:
         acme = Caller(app.test_client(), "acme", mint("acme"))
         allow(app, "acme", ACCOUNT)
@@ -464,7 +462,7 @@ def test_the_role_session_name_is_a_valid_sts_name_for_any_tenant_and_id() -> No
 
 def test_the_migration_marks_existing_rows_and_backfills_external_ids(tmp_path: Any) -> None:
     """SQLite: a database at 0005 holding tenants and subscriptions with and without keys."""
-    from tests.unit.migration_rows import check_migrated, seed_0005
+    from tests.support.migration_rows import check_migrated, seed_0005
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     seed_0005(url)
@@ -477,7 +475,7 @@ def test_migrated_platform_subscriptions_keep_delivering_only_where_the_tenant_i
     from cryptography.fernet import Fernet
 
     from tests.conftest import mint
-    from tests.unit.migration_rows import check_migrated, seed_0005
+    from tests.support.migration_rows import check_migrated, seed_0005
 
     # Given a database of the previous release: old-a has a keyed and a keyless subscription,
     # old-b a keyless one; migrated, and old-b then opted in for the queues' account
@@ -485,7 +483,7 @@ def test_migrated_platform_subscriptions_keep_delivering_only_where_the_tenant_i
     db = tmp_path / "old.db"
     seed_0005(f"sqlite:///{db}", Fernet(key).encrypt(ACCESS_SECRET.encode()).decode())
     check_migrated(f"sqlite:///{db}")
-    with api_tests.stub_app(db, secret_key=key.decode()) as app:
+    with stub_app(db, secret_key=key.decode()) as app:
         sender = runtime_of(app).senders["SQS"]
         allow(app, "old-b", ACCOUNT)
         old_a = Caller(app.test_client(), "old-a", mint("old-a"))

@@ -14,8 +14,10 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import Caller, drain, order_event
-from tests.unit.test_isolation import PROTECTED, route_id, urls
-from tests.unit.test_subscriptions_api import embedded, template_db  # noqa: F401 - fast app
+from tests.support.routes import PROTECTED, route_id, urls
+
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 SUBS = "/api/v1/event-subscription"
 JOBS = "/api/v1/jobs"

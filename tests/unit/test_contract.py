@@ -1,6 +1,6 @@
 """The app against its own OpenAPI document (GET /openapi.json), with Schemathesis, in process.
 
-The schema is loaded from the running Flask app over WSGI (no network), on test_ingest's fast
+The schema is loaded from the running Flask app over WSGI (no network), on conftest's fast
 pre-migrated SQLite database, with a few events already stored so that reads answer real
 documents. Every generated request carries acme's token and ``X-TWC-Tenant: acme``.
 
@@ -41,7 +41,7 @@ from schemathesis.openapi.checks import UndefinedStatusCode
 
 from api.openapi import build_spec
 from tests.conftest import b64, drain, mint, order_event
-from tests.unit.test_ingest import embedded, running_app, template_db  # noqa: F401
+from tests.support.apps import running_app
 
 TENANT = "acme"
 MAX_EXAMPLES = 25
@@ -100,7 +100,7 @@ def headers(tenant: str = TENANT) -> dict[str, str]:
 
 
 @pytest.fixture
-def api(embedded: Any) -> Any:  # noqa: F811 - test_ingest's fixture
+def api(embedded: Any) -> Any:
     """The document as the app serves it, bound to the app, with three events stored."""
     client = embedded.test_client()
     for event in SEEDED_EVENTS:

@@ -27,10 +27,11 @@ from events.service import prepare
 from infra.broker.dispatch import enqueue_deliveries
 from infra.broker.queues import DELIVER_ACTOR, PERSIST_ACTOR
 from infra.crypto import SecretBox
+from subscriptions.contract import SubscriptionIn
 from subscriptions.deliveries import create_deliveries, pending_by_event
 from subscriptions.matching import build_index
 from subscriptions.models import Delivery
-from subscriptions.repository import list_subscriptions
+from subscriptions.repository import create_subscription, list_subscriptions
 from subscriptions.senders.aws import batch_results, classify
 from subscriptions.senders.base import OutgoingMessage, SendResult
 from subscriptions.senders.sqs import _chunks as sqs_chunks
@@ -38,10 +39,10 @@ from subscriptions.senders.stub import StubSender
 from subscriptions.service import DeliveryRetryPolicy as RetryPolicy
 from subscriptions.service import attempt_deliveries, build_message
 from tenants.models import Tenant
-from tests.conftest import Caller, as_posted, internal_id, order_event, shown_id
-from tests.unit import test_subscriptions_api as api_tests
-from tests.unit.test_ingest import assert_error
-from tests.unit.test_subscriptions_api import (
+from tests.conftest import Caller, Services, as_posted, internal_id, order_event, shown_id
+from tests.support.apps import runtime_of
+from tests.support.events import assert_error
+from tests.support.subscriptions import (
     ACCESS_KEY,
     ACCESS_SECRET,
     BASE,
@@ -50,17 +51,14 @@ from tests.unit.test_subscriptions_api import (
     TOPIC_ARN,
     attempts,
     create,
-    runtime_of,
     settle,
     sns_body,
     sqs_body,
     wait_until,
 )
 
-# The StubSender app and its fixtures (conftest's acme/globex use this ``embedded``).
-template_db = api_tests.template_db
-embedded = api_tests.embedded
-stub = api_tests.stub
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 UNAVAILABLE = SendResult(False, error_code="ServiceUnavailable", error_message="try later",
                          transient=True)
@@ -72,8 +70,13 @@ def sent_event_ids(sender: StubSender) -> list[str]:
     return [m.attributes["event_id"] for _, m in sender.sent]
 
 
+def _runtime(app: Any) -> Any:
+    """What the helpers below use of an app's runtime (sessions, box), or ``services``."""
+    return app if isinstance(app, Services) else runtime_of(app)
+
+
 def deliveries_of(app: Any, event_id: str) -> list[Delivery]:
-    with runtime_of(app).sessions() as session:
+    with _runtime(app).sessions() as session:
         return list(session.execute(select(Delivery).where(Delivery.event_id == event_id)
                                     .order_by(Delivery.id)).scalars())
 
@@ -457,7 +460,7 @@ def test_the_same_event_posted_twice_is_delivered_once(acme: Caller, stub: StubS
 
 def _stored_pending(app: Any, event_id: str) -> int:
     """Store ``event_id`` and its deliveries without enqueueing them; return the delivery id."""
-    with runtime_of(app).sessions() as session:
+    with _runtime(app).sessions() as session:
         document = prepare(EventIn.model_validate(order_event(id=event_id)), datetime.now(UTC)).document
         save_events(session, "acme", [document])
         index = build_index(list_subscriptions(session, "acme", include_inactive=False), 0)
@@ -472,7 +475,7 @@ def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy
     """One attempt, as the scheduled message would make it once due (``due=False``: a message
     arriving before the next attempt is due)."""
     delays: list[float] = []
-    with runtime_of(app).sessions() as session:
+    with _runtime(app).sessions() as session:
         if due:
             session.execute(update(Delivery).where(Delivery.id == delivery_id,
                                                    Delivery.next_attempt_at.is_not(None))
@@ -480,15 +483,17 @@ def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy
             session.commit()
         statuses = attempt_deliveries(session, [delivery_id],
                                       senders={"SQS": sender, "SNS": sender},
-                                      box=box or runtime_of(app).box, policy=policy,
+                                      box=box or _runtime(app).box, policy=policy,
                                       schedule_retry=lambda _ids, seconds: delays.append(seconds))
         status = statuses[delivery_id]
     return status, delays
 
 
-def test_a_transient_failure_schedules_the_next_attempt_by_the_policy(acme: Caller) -> None:
-    app = acme.client.application
-    create(acme, sqs_body())
+def test_a_transient_failure_schedules_the_next_attempt_by_the_policy(services: Services) -> None:
+    app = services
+    with services.sessions() as session:  # the service layer, no HTTP round trip
+        create_subscription(session, "acme", SubscriptionIn.model_validate(sqs_body()), services.box)
+        session.commit()
     delivery_id = _stored_pending(app, "evt-direct")
     sender = StubSender()
     sender.failures.append(UNAVAILABLE)

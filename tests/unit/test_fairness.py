@@ -16,7 +16,7 @@ import pytest
 from infra.broker.intakes.redis import RedisIntake
 from infra.broker.ratelimit import RedisRateLimiter, bucket_key
 from tests.conftest import Caller, mint, order_event
-from tests.unit.test_ingest import running_app
+from tests.support.apps import running_app
 
 BURST = 10
 

@@ -9,7 +9,7 @@
     10,000-deep nesting and the 415s for POST /api/v1/events, NUL in entity_id and in a key
     attribute value, 65 key attributes, and size limits on a small-limit app).
 
-Runs on test_ingest's embedded app (SQLite + StubBroker + persist worker thread), derandomized.
+Runs on conftest's embedded app (SQLite + StubBroker + persist worker thread), derandomized.
 """
 
 from __future__ import annotations
@@ -29,12 +29,7 @@ from api.open_loyalty import OpenLoyaltyParams
 from events.contract import EntityName, EventSource, EventType, Operation
 from infra.limits import EVENT_ID_PATTERN
 from tests.conftest import Caller, as_posted, b64, drain, make_settings, mint, order_event
-from tests.unit.test_ingest import (  # noqa: F401 - fixtures
-    assert_error,
-    embedded,
-    stored_total,
-    template_db,
-)
+from tests.support.events import assert_error, stored_total
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -557,4 +552,3 @@ def test_nul_in_a_path_id_or_filter_is_a_4xx_on_postgresql(pg_url: str, method: 
         assert_shape(resp)
     finally:
         runtime.close()
-

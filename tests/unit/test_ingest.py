@@ -6,43 +6,23 @@ import base64
 import copy
 import io
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import orjson
 import pytest
 
 from events.repository import TENANT_SEQ_BASE
-from tests.conftest import Caller, as_posted, b64, drain, make_settings, mint, order_event
+from tests.conftest import Caller, as_posted, b64, drain, mint, order_event
+from tests.support.apps import running_app
+from tests.support.events import SEED_000_REQUEST, assert_error, stored_total
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
-# Seed 000's "Create Event" request, verbatim (without the stray shell quote after it).
-SEED_000_REQUEST: dict[str, Any] = {
-    "entity_id": "string",
-    "event_payload": {
-        "base64_encoded_payload_json": "ewoiaWQiOiIxMiIsCiJyZWZlcmVuY2UiOiIxMjEyMyIKfQ==",
-        "key_attributes": {
-            "correlationId": "123123123-123123-123123123",
-            "referenceId": "referenceId",
-            "timestamp": "time at error occured",
-            "additionalKey1": "value1",
-            "additionalKey2": "value2",
-            "additionalKeyN": "valueN",
-        },
-        "operation": "BULK_CREATE or BULK_UPDATE or CREATE or DELETE or READ or UPDATE",
-        "base64_encoded_fault_json": "eyJpZCI6IjEyXCJ9",
-    },
-    "event_source": "APPLICATION",
-    "event_type": "FAULT",
-}
 
 # Seed 002's "Create Event" request, verbatim.
 SEED_002_EVENT: dict[str, Any] = {
@@ -77,91 +57,14 @@ def seed_002_with_real_values() -> dict[str, Any]:
     return event
 
 
-def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is ``status`` with exactly the documented error shape and ``code``."""
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], list)
-    return error
-
-
 def fields(error: dict[str, Any]) -> set[str]:
     return {d["field"] for d in error["details"]}
-
-
-def stored_total(caller: Caller) -> int:
-    """How many events the tenant has once the persist pool caught up."""
-    drain(caller.client.application)
-    resp = caller.get("/api/v1/events")
-    assert resp.status_code == 200
-    return int(resp.get_json()["total"])
 
 
 def post_raw(caller: Caller, data: Any, content_type: str = "application/json",
              path: str = "/api/v1/events", **kw: Any) -> Any:
     return caller.client.post(path, data=data,
                               headers=caller.headers(**{"Content-Type": content_type}), **kw)
-
-
-@contextmanager
-def running_app(db_path: Path, *, migrate: bool = True, **settings_kw: Any) -> Iterator[Any]:
-    """An embedded app like conftest's ``embedded``, with chosen settings and database file."""
-    from api.app import create_app
-    from config.runtime import build_runtime
-    from infra.db import upgrade
-    from workers.main import declare_actors
-
-    settings = make_settings(f"sqlite:///{db_path}", **settings_kw)
-    if migrate:
-        upgrade(settings.database_url)
-    runtime = build_runtime(settings)
-    declare_actors(runtime)
-    # A short poll (conftest uses 50 ms) makes worker.stop() in teardown quicker.
-    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=10)
-    worker.start()
-    app = create_app(runtime=runtime)
-    app.testing = True
-    try:
-        yield app
-    finally:
-        worker.stop()
-        runtime.close()
-
-
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file holding tenants acme and globex, built once per session."""
-    from infra.db import make_engine, make_session_factory, upgrade
-    from tenants.auth import create_tenant
-
-    path = tmp_path_factory.mktemp("template") / "ec.db"
-    upgrade(f"sqlite:///{path}")
-    engine = make_engine(f"sqlite:///{path}")
-    with make_session_factory(engine)() as session:
-        create_tenant(session, "acme")
-        create_tenant(session, "globex")
-    engine.dispose()  # the last connection checkpoints the WAL into the file
-    return path
-
-
-@pytest.fixture
-def embedded(template_db: Path, tmp_path: Path) -> Iterator[Any]:
-    """conftest's ``embedded`` (same app, runtime, StubBroker and persist worker thread), on a
-    copy of a pre-migrated database: migrating and hashing two tenant secrets for every test
-    would make this suite several times slower. conftest's ``acme``/``globex`` use it."""
-    db = tmp_path / "ec.db"
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{template_db}{suffix}")
-        if source.exists():
-            shutil.copyfile(source, f"{db}{suffix}")
-    with running_app(db, migrate=False) as app:
-        yield app
 
 
 # --- seeds posted verbatim --------------------------------------------------------------------

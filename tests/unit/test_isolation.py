@@ -16,12 +16,10 @@ without anyone listing it here):
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import dramatiq
@@ -34,45 +32,13 @@ from jobs.mailers.stub import StubMailer
 from subscriptions.senders.stub import StubSender
 from tenants.auth import SCOPES, mint_token
 from tests.conftest import SECRET, Caller, drain, make_settings, mint, order_event
-from tests.unit.test_ingest import template_db  # noqa: F401 - session-scoped template database
-from tests.unit.test_jobs_api import job_body
-from tests.unit.test_subscriptions_api import copy_db, sqs_body
+from tests.support.apps import copy_db
+from tests.support.jobs import job_body
+from tests.support.routes import _ARG, PROTECTED, ROUTES, SKIPPED, route_id, urls
+from tests.support.subscriptions import sqs_body
 
 SUBS = "/api/v1/event-subscription"
 JOBS = "/api/v1/jobs"
-
-# Routes that hold no tenant data, with the reason they are out of this matrix.
-SKIPPED = {
-    "/healthz": "liveness probe: a constant body, no tenant data",
-    "/readyz": "readiness probe: database/broker booleans, no tenant data",
-    "/metrics": "Prometheus counters labelled by method, route and status only (no tenant)",
-    "/openapi.json": "the public API document",
-    "/docs": "Swagger UI page (public, static)",
-    "/docs/static/<path:filename>": "Swagger UI assets (public, static)",
-    "/api/v1/auth/token": "unauthenticated by design: client credentials in, a token of the "
-                          "client's own tenant out (test_auth covers it)",
-    "/static/<path:filename>": "Flask's built-in static route: public files, no tenant data",
-}
-
-
-def _route_table() -> list[tuple[str, str]]:
-    """(method, rule) of every route create_app registers. Routes do not depend on the runtime,
-    so a stand-in lets pytest collect one test per route; test_the_route_table_is_the_apps
-    checks it against the real app."""
-    from api.app import create_app
-
-    stand_in = SimpleNamespace(settings=make_settings("sqlite://"), redis_client=None)
-    app = create_app(runtime=stand_in)  # type: ignore[arg-type]
-    return sorted((method, rule.rule) for rule in app.url_map.iter_rules()
-                  for method in rule.methods - {"HEAD", "OPTIONS"})
-
-
-ROUTES = _route_table()
-PROTECTED = [(m, r) for m, r in ROUTES if r not in SKIPPED]
-
-
-def route_id(route: tuple[str, str]) -> str:
-    return f"{route[0]} {route[1]}"
 
 
 def required_scope(method: str, rule: str) -> str:
@@ -164,7 +130,7 @@ class World:
 
 
 @pytest.fixture
-def world(template_db: Path, tmp_path: Path) -> Iterator[World]:  # noqa: F811
+def world(template_db: Path, tmp_path: Path) -> Iterator[World]:
     """The StubSender + StubMailer app (persist, deliver and notify consumed by one worker
     thread) on a copy of the pre-migrated database, with acme's resources in place."""
     from api.app import create_app
@@ -245,19 +211,6 @@ def send(caller: Caller, method: str, path: str, body: Any = None,
     if query:
         kw["query_string"] = query
     return caller.client.open(path, method=method, **kw)
-
-
-_ARG = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
-
-
-def urls(rule: str, ids: dict[str, list[str]]) -> list[str]:
-    """The rule with each path argument replaced by each of acme's values for it."""
-    names = _ARG.findall(rule)
-    if not names:
-        return [rule]
-    [name] = names  # no route takes two ids today; extend here if one does
-    assert name in ids, f"{rule} takes <{name}>: give acme a resource and its id for it"
-    return [_ARG.sub(value, rule) for value in ids[name]]
 
 
 def unknown(url: str, ids: dict[str, list[str]]) -> str:

@@ -1,32 +1,42 @@
 """/api/v1/jobs on the embedded app (SQLite + StubBroker + StubMailer).
 
-This module also holds the StubMailer-backed app and the helpers that test_schedules.py,
-test_readmodels.py and test_notifications.py import (those are the only other modules that use
-them: each module overrides conftest's ``embedded`` with :func:`notify_app`).
+The StubMailer app is conftest's ``embedded`` marked ``embedded("mailer")``; the helpers this
+module shares with test_schedules.py, test_readmodels.py and test_notifications.py are in
+tests/support/jobs.py.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import dramatiq
 import pytest
 
-from infra.broker.queues import NOTIFY_QUEUE, PERSIST_QUEUE
-from jobs.mailers.base import Mailer
 from jobs.mailers.stub import StubMailer
-from tests.conftest import Caller, b64, internal_id, make_settings, mint
+from tests.conftest import Caller, internal_id, mint
+from tests.support.apps import runtime_of
+from tests.support.jobs import (
+    BASE,
+    call,
+    create_job,
+    customer,
+    get_job,
+    item,
+    job_body,
+    post_events,
+    run_job,
+    runs_of,
+    settle,
+    ts,
+    wait_for_run,
+    wishlist,
+)
 
-BASE = "/api/v1/jobs"
-FINISHED = ("done", "failed", "cancelled")
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubMailer app; ``stub`` its mailer.
+pytestmark = pytest.mark.embedded("mailer")
+
 
 # Seed 002's "Create Notification Job" request, verbatim.
 SEED_002_JOB: dict[str, Any] = {
@@ -46,101 +56,7 @@ SEED_002_JOB: dict[str, Any] = {
 }
 
 
-# --- the StubMailer app (shared with the other notification-job modules) ---------------------
-
-_TEMPLATES: dict[Path, Path] = {}
-
-
-def template_db_path(factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file holding tenants acme and globex, built once per test session
-    (whichever of the four notification-job modules runs first builds it)."""
-    from infra.db import make_engine, make_session_factory, upgrade
-    from tenants.auth import create_tenant
-
-    key = factory.getbasetemp()
-    if key in _TEMPLATES:
-        return _TEMPLATES[key]
-    path = factory.mktemp("jobs-template") / "ec.db"
-    upgrade(f"sqlite:///{path}")
-    engine = make_engine(f"sqlite:///{path}")
-    with make_session_factory(engine)() as session:
-        create_tenant(session, "acme")
-        create_tenant(session, "globex")
-    engine.dispose()  # the last connection checkpoints the WAL into the file
-    _TEMPLATES[key] = path
-    return path
-
-
-def copy_template(factory: pytest.TempPathFactory, dest: Path) -> Path:
-    template = template_db_path(factory)
-    db = dest / "ec.db"
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{template}{suffix}")
-        if source.exists():
-            shutil.copyfile(source, f"{db}{suffix}")
-    return db
-
-
-@contextmanager
-def notify_app(db: Path, mailer: Mailer) -> Iterator[Any]:
-    """conftest's ``embedded`` app, built with ``build_runtime(settings, mailer=mailer)``.
-
-    Unlike conftest's, its worker thread (persist, deliveries and notifications queues) runs only
-    inside :func:`settle`: what the API or a scheduler tick enqueues stays queued until a test
-    settles, so a test decides exactly what the workers have seen (e.g. an accepted event still
-    in the persist queue when a run is planned)."""
-    from api.app import create_app
-    from config.runtime import build_runtime
-    from workers.main import declare_actors
-
-    settings = make_settings(f"sqlite:///{db}")
-    runtime = build_runtime(settings, mailer=mailer)
-    declare_actors(runtime)
-    app = create_app(runtime=runtime)
-    app.testing = True
-    try:
-        yield app
-    finally:
-        runtime.close()
-
-
-def settle(app: Any) -> None:
-    """Run a worker thread until the persist and notifications queues (delayed messages
-    included) are empty, then stop it."""
-    broker = runtime_of(app).broker
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=10)
-    worker.start()
-    try:
-        for queue in (PERSIST_QUEUE, NOTIFY_QUEUE, PERSIST_QUEUE):
-            broker.join(queue, timeout=10_000)
-        worker.join()
-    finally:
-        worker.stop()
-
-
-@pytest.fixture
-def stub() -> StubMailer:
-    return StubMailer()
-
-
-@pytest.fixture
-def embedded(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
-             stub: StubMailer) -> Iterator[Any]:
-    """Overrides conftest's ``embedded``: a copy of a pre-migrated database and a StubMailer.
-    conftest's ``acme``/``globex`` callers use it."""
-    with notify_app(copy_template(tmp_path_factory, tmp_path), stub) as app:
-        yield app
-
-
-def runtime_of(app: Any) -> Any:
-    return app.extensions["ec.runtime"]
-
-
 # --- HTTP helpers ----------------------------------------------------------------------------
-
-def call(caller: Caller, method: str, path: str, body: Any = None) -> Any:
-    kw: dict[str, Any] = {} if body is None else {"json": body}
-    return caller.client.open(path, method=method, headers=caller.headers(), **kw)
 
 
 def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
@@ -158,134 +74,6 @@ def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, A
 
 def fields(error: dict[str, Any]) -> set[str]:
     return {d["field"] for d in error["details"]}
-
-
-def ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def job_body(**overrides: Any) -> dict[str, Any]:
-    """A valid job: a daily REMINDER at 09:00 UTC."""
-    body: dict[str, Any] = {
-        "is_active": True,
-        "is_scheduled": True,
-        "job_parameters": {"campaign_id": "spring-sale", "utm_medium": "email"},
-        "notification": "REMINDER",
-        "number_of_items_in_email": -1,
-        "schedule": "0 9 * * *",
-        "template_id": "d-0123456789abcdef0123456789abcdef",
-    }
-    body.update(overrides)
-    return body
-
-
-def create_job(caller: Caller, **overrides: Any) -> dict[str, Any]:
-    resp = call(caller, "POST", BASE, job_body(**overrides))
-    assert resp.status_code == 201, resp.get_data(as_text=True)
-    return dict(resp.get_json())
-
-
-def get_job(caller: Caller, job_id: str) -> dict[str, Any]:
-    resp = caller.get(f"{BASE}/{job_id}")
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return dict(resp.get_json())
-
-
-def runs_of(caller: Caller, job_id: str) -> list[dict[str, Any]]:
-    resp = caller.get(f"{BASE}/{job_id}/runs")
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return list(resp.get_json()["runs"])
-
-
-def wait_for_run(caller: Caller, job_id: str, run_id: int, *, deadline_s: float = 10.0
-                 ) -> dict[str, Any]:
-    """Poll the run history until run ``run_id`` is finished (a transient failure re-enqueues it
-    with a delay, so one join may not be enough); fails after the deadline."""
-    give_up = time.monotonic() + deadline_s
-    while True:
-        settle(caller.client.application)
-        run = next(r for r in runs_of(caller, job_id) if r["id"] == run_id)
-        if run["status"] in FINISHED:
-            return run
-        assert time.monotonic() < give_up, f"run {run_id} still {run['status']}"
-        time.sleep(0.02)
-
-
-def run_job(caller: Caller, job_id: str) -> dict[str, Any]:
-    """POST /jobs/{id}/run and wait until that run is finished; return it."""
-    resp = call(caller, "POST", f"{BASE}/{job_id}/run")
-    assert resp.status_code == 202, resp.get_data(as_text=True)
-    body = resp.get_json()
-    assert body["status"] == "queued"
-    return wait_for_run(caller, job_id, int(body["run_id"]))
-
-
-def entity_event(entity_name: str, entity_id: str, payload: Any, operation: str = "CREATE",
-                 **extra: Any) -> dict[str, Any]:
-    """An ENTITY_EVENT whose base64_encoded_payload_json decodes to ``payload``."""
-    event: dict[str, Any] = {
-        "entity_id": entity_id,
-        "entity_name": entity_name,
-        "event_payload": {
-            "base64_encoded_payload_json": b64(payload),
-            "entity_id": entity_id,
-            "key_attributes": {"correlationId": f"corr-{entity_id}"},
-            "operation": operation,
-        },
-        "event_source": "CONNECTOR",
-        "event_type": "ENTITY_EVENT",
-    }
-    event.update(extra)
-    return event
-
-
-def post_events(caller: Caller, *events: dict[str, Any]) -> list[dict[str, Any]]:
-    """Post each event (each must get a 201), then let the persist pool store and project them."""
-    stored = []
-    for event in events:
-        resp = caller.post_event(event)
-        assert resp.status_code == 201, resp.get_data(as_text=True)
-        stored.append(resp.get_json())
-    settle(caller.client.application)
-    return stored
-
-
-def item(product_id: str, price: float | None = 100.0, **extra: Any) -> dict[str, Any]:
-    """A wishlist item as DESIGN.md's "Notification payloads" documents it."""
-    doc: dict[str, Any] = {
-        "product_id": product_id, "variant_id": f"v-{product_id}", "title": f"Item {product_id}",
-        "url": f"https://shop.example/{product_id}", "image_url": f"https://cdn.example/{product_id}.jpg",
-        "price": price, "currency": "EUR",
-    }
-    doc.update(extra)
-    return doc
-
-
-def customer(customer_id: str, email: str | None = "default", first_name: str | None = None
-             ) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": customer_id}
-    if email is not None:
-        doc["email"] = f"{customer_id}@example.com" if email == "default" else email
-    doc["first_name"] = first_name or customer_id.upper()
-    return doc
-
-
-def wishlist(wishlist_id: str, cust: dict[str, Any], items: list[dict[str, Any]],
-             operation: str = "CREATE") -> dict[str, Any]:
-    return entity_event("WISHLIST", wishlist_id, {"customer": cust, "items": items}, operation)
-
-
-def stock(product_id: str, available: Any, variant: str | None = "auto") -> dict[str, Any]:
-    payload: dict[str, Any] = {"product_id": product_id, "available": available}
-    if variant is not None:
-        payload["variant_id"] = f"v-{product_id}" if variant == "auto" else variant
-    return entity_event("INVENTORY_LEVEL", f"inv-{product_id}", payload, "UPDATE")
-
-
-def price(product_id: str, amount: Any, entity: str = "PRICE") -> dict[str, Any]:
-    payload = {"product_id": product_id, "variant_id": f"v-{product_id}", "price": amount,
-               "currency": "EUR"}
-    return entity_event(entity, f"price-{product_id}", payload, "UPDATE")
 
 
 # --- create ----------------------------------------------------------------------------------
@@ -754,4 +542,3 @@ def test_the_same_job_id_may_exist_in_two_tenants(acme: Caller, globex: Caller) 
     assert get_job(globex, "job-shared") == g
     assert call(globex, "DELETE", f"{BASE}/job-shared").status_code == 204
     assert get_job(acme, "job-shared")["deleted"] is False
-

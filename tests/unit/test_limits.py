@@ -367,6 +367,6 @@ def test_the_quarantine_holds_any_accepted_document() -> None:
 
 
 def test_migration_0006_on_a_sqlite_database_that_holds_rows(tmp_path: Any) -> None:
-    from tests.integration.test_quarantine import check_migration_0006
+    from tests.support.migration_rows import check_migration_0006
 
     check_migration_0006(f"sqlite:///{tmp_path / 'm.db'}")

@@ -18,21 +18,12 @@ from subscriptions.models import Delivery, Subscription
 from subscriptions.repository import create_subscription
 from subscriptions.senders.stub import StubSender
 from tenants.models import Tenant
-from tests.conftest import Caller, b64, order_event
-from tests.unit import test_subscriptions_api as api_tests
-from tests.unit.test_subscriptions_api import (
-    BASE,
-    QUEUE_URL,
-    create,
-    runtime_of,
-    settle,
-    sqs_body,
-)
+from tests.conftest import Caller, Services, b64, order_event
+from tests.support.apps import runtime_of
+from tests.support.subscriptions import BASE, QUEUE_URL, create, settle, sqs_body
 
-# The StubSender app and its fixtures (conftest's acme/globex use this ``embedded``).
-template_db = api_tests.template_db
-embedded = api_tests.embedded
-stub = api_tests.stub
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -166,13 +157,13 @@ def test_one_right_subscription_among_1000_on_other_entity_types() -> None:
     assert index.match(doc(entity="CUSTOMER", operation="CREATE")) == customers
 
 
-def test_create_deliveries_inserts_one_pending_row_per_matching_pair(embedded: Any) -> None:
+def test_create_deliveries_inserts_one_pending_row_per_matching_pair(services: Services) -> None:
     # Given acme's index with two ORDER-create subscriptions and one CUSTOMER one
     index = build_index([sub("a", create=True), sub("b", create=True, change=True),
                          sub("c", "CUSTOMER", create=True)], version=1)
     docs = [doc(event_id="e-1"), doc(operation="UPDATE", event_id="e-2"),
             doc(operation="READ", event_id="e-3")]
-    with runtime_of(embedded).sessions() as session:
+    with services.sessions() as session:
         # When deliveries are created for three events
         count = create_deliveries(session, "acme", docs, index, replay=True)
         session.commit()
@@ -186,18 +177,20 @@ def test_create_deliveries_inserts_one_pending_row_per_matching_pair(embedded: A
 # --- IndexCache -----------------------------------------------------------------------------------
 
 def _version(app: Any, tenant: str) -> int:
-    with runtime_of(app).sessions() as session:
+    """The tenant's subscriptions version, in ``app``'s database (or ``services``')."""
+    sessions = app.sessions if isinstance(app, Services) else runtime_of(app).sessions
+    with sessions() as session:
         return int(session.execute(select(Tenant.subscriptions_version)
                                    .where(Tenant.name == tenant)).scalar_one())
 
 
-def test_index_cache_reuses_the_index_until_the_version_moves(embedded: Any) -> None:
+def test_index_cache_reuses_the_index_until_the_version_moves(services: Services) -> None:
     cache = IndexCache()
-    runtime = runtime_of(embedded)
+    runtime = services
     with runtime.sessions() as session:
         # Given acme's cached index, built while it had no subscriptions
         first = cache.get(session, "acme")
-        assert first.empty and first.version == _version(embedded, "acme")
+        assert first.empty and first.version == _version(services, "acme")
         # When nothing changed, Then the same index is returned
         assert cache.get(session, "acme") is first
         # When a subscription is created (which bumps the version)

@@ -2,17 +2,15 @@
 
 Events go through the ingest API and the persist pool, jobs through /api/v1/jobs, runs through
 POST /jobs/{id}/run and the notify pool (or ``run_notifications`` called directly where a test
-needs small batches or a scripted mailer). The app is test_jobs_api.py's StubMailer app.
+needs small batches or a scripted mailer). The app is the StubMailer app (``embedded("mailer")``).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,39 +28,27 @@ from jobs.repository import get_job as load_job
 from jobs.repository import run_now
 from scheduler.loop import tick_once
 from tests.conftest import Caller, shown_id
-from tests.unit.test_jobs_api import (
+from tests.support.apps import runtime_of
+from tests.support.jobs import (
     BASE,
     call,
-    copy_template,
     create_job,
     customer,
     entity_event,
     item,
     job_body,
-    notify_app,
     post_events,
     price,
     run_job,
     runs_of,
-    runtime_of,
     settle,
     stock,
     ts,
     wishlist,
 )
 
-
-@pytest.fixture
-def stub() -> StubMailer:
-    return StubMailer()
-
-
-@pytest.fixture
-def embedded(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
-             stub: StubMailer) -> Iterator[Any]:
-    """Overrides conftest's ``embedded``: the StubMailer app (conftest's ``acme``/``globex``)."""
-    with notify_app(copy_template(tmp_path_factory, tmp_path), stub) as app:
-        yield app
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubMailer app; ``stub`` its mailer.
+pytestmark = pytest.mark.embedded("mailer")
 
 
 class ScriptedMailer(StubMailer):

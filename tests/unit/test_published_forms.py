@@ -9,8 +9,7 @@ import pytest
 
 from events.contract import EntityName, EventSource
 from tests.conftest import Caller, b64, drain, order_event
-from tests.unit.test_ingest import SEED_000_REQUEST, embedded, template_db  # noqa: F401
-from tests.unit.test_reads import ol_get, post_many
+from tests.support.events import SEED_000_REQUEST, ol_get, post_many
 
 SEED_000_SOURCES = ["CUSTOMER", "INVENTORY_LEVEL", "INVENTORY_LOCATION", "ORDER", "PRICE",
                     "PRODUCT", "VARIANT_PRODUCT", "WISHLIST"]

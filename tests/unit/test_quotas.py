@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,13 @@ from subscriptions.models import Delivery
 from subscriptions.senders.base import SendResult
 from tenants.quotas import set_quotas
 from tests.conftest import Caller, drain, internal_id, mint, order_event
-from tests.unit import test_subscriptions_api
-from tests.unit.test_ingest import assert_error
-from tests.unit.test_subscriptions_api import BASE, copy_db, runtime_of, sqs_body, stub_app
+from tests.support.apps import copy_db, runtime_of, stub_app
+from tests.support.events import assert_error
+from tests.support.subscriptions import BASE, sqs_body
 
-template_db = test_subscriptions_api.template_db  # the pre-migrated SQLite file (fixture)
+# conftest's ``embedded`` is the StubSender app, with a retry an hour away: a transiently failed
+# delivery stays pending for the whole test.
+pytestmark = pytest.mark.embedded("sender", delivery_retry_schedule=(3600.0,))
 
 JOBS = "/api/v1/jobs"
 UNAVAILABLE = SendResult(False, error_code="ServiceUnavailable", error_message="later",
@@ -39,20 +40,9 @@ def job_body(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(template_db: Path, tmp_path: Path) -> Iterator[Any]:
-    # A retry an hour away: a transiently failed delivery stays pending for the whole test.
-    with stub_app(copy_db(template_db, tmp_path), delivery_retry_schedule=(3600.0,)) as app:
-        yield app
-
-
-@pytest.fixture
-def acme(app: Any) -> Caller:
-    return Caller(app.test_client(), "acme", mint("acme"))
-
-
-@pytest.fixture
-def globex(app: Any) -> Caller:
-    return Caller(app.test_client(), "globex", mint("globex"))
+def app(embedded: Any) -> Any:
+    """conftest's ``embedded`` (see pytestmark), under the name these tests use."""
+    return embedded
 
 
 def quota(app: Any, tenant: str, **values: int | None) -> None:
@@ -322,7 +312,7 @@ def test_quarantine_entry_ids_are_opaque_and_page(app: Any, acme: Caller) -> Non
 
 def test_migration_0009_renumbers_events_per_tenant_and_keeps_legacy_cursors_on_sqlite(
         tmp_path: Path) -> None:
-    from tests.unit.tenant_ids import check_migrated, seed_0007
+    from tests.support.tenant_ids import check_migrated, seed_0007
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     check_migrated(url, seed_0007(url))
@@ -331,7 +321,7 @@ def test_migration_0009_renumbers_events_per_tenant_and_keeps_legacy_cursors_on_
 def test_concurrent_persist_transactions_number_each_tenant_without_gaps_on_sqlite(
         tmp_path: Path) -> None:
     from infra.db import upgrade
-    from tests.unit.tenant_ids import check_concurrent_numbering
+    from tests.support.tenant_ids import check_concurrent_numbering
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     upgrade(url)

@@ -1,41 +1,22 @@
 """Read models behind notification jobs (store/readmodels.py), fed through the real ingest API
-and the persist pool of the StubMailer app in test_jobs_api.py (SQLite + StubBroker)."""
+and the persist pool of the StubMailer app (``embedded("mailer")``, SQLite + StubBroker)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
 from events.models import Customer, Price, ProjectionSkip, StockLevel, Wishlist, WishlistItem
-from jobs.mailers.stub import StubMailer
 from tests.conftest import Caller
-from tests.unit.test_jobs_api import (
-    copy_template,
-    customer,
-    entity_event,
-    item,
-    notify_app,
-    post_events,
-    price,
-    runtime_of,
-    settle,
-    stock,
-    ts,
-    wishlist,
-)
+from tests.support.apps import runtime_of
+from tests.support.jobs import customer, entity_event, item, post_events, price, settle, stock, ts, wishlist
 
-
-@pytest.fixture
-def embedded(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator[Any]:
-    """Overrides conftest's ``embedded`` (conftest's ``acme``/``globex`` use it)."""
-    with notify_app(copy_template(tmp_path_factory, tmp_path), StubMailer()) as app:
-        yield app
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubMailer app; ``stub`` its mailer.
+pytestmark = pytest.mark.embedded("mailer")
 
 
 def rows(caller: Caller, model: Any, **where: Any) -> list[Any]:

@@ -10,18 +10,7 @@ import pytest
 
 from events.repository import TENANT_SEQ_BASE as B
 from tests.conftest import Caller, drain, order_event
-from tests.unit.test_ingest import assert_error, embedded, template_db  # noqa: F401
-
-
-def post_many(caller: Caller, events: list[dict[str, Any]]) -> list[str]:
-    """Post ``events`` as one batch, wait until stored; return their ids in order."""
-    resp = caller.client.post("/api/v1/events/batch", json={"events": events},
-                              headers=caller.headers())
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    results = resp.get_json()["results"]
-    assert [r["status"] for r in results] == [201] * len(events)
-    drain(caller.client.application)
-    return [r["id"] for r in results]
+from tests.support.events import assert_error, ol_get, post_many
 
 
 def page(caller: Caller, **params: Any) -> dict[str, Any]:
@@ -32,11 +21,6 @@ def page(caller: Caller, **params: Any) -> dict[str, Any]:
 
 def ids(body: dict[str, Any]) -> list[str]:
     return [e["id"] for e in body["events"]]
-
-
-def ol_get(caller: Caller, path: str, **params: Any) -> Any:
-    return caller.client.get(path, query_string=params,
-                             headers={"Authorization": f"Bearer {caller.token}"})
 
 
 def numbered(n: int, prefix: str = "e") -> list[dict[str, Any]]:
@@ -365,7 +349,7 @@ def test_v1_get_of_an_unknown_id_is_a_404(acme: Caller) -> None:
 
 # --- service routes ----------------------------------------------------------------------------
 
-def test_healthz_and_readyz(embedded: Any) -> None:  # noqa: F811
+def test_healthz_and_readyz(embedded: Any) -> None:
     client = embedded.test_client()
     # Given the embedded app
     # When the probes are called without credentials
@@ -377,7 +361,7 @@ def test_healthz_and_readyz(embedded: Any) -> None:  # noqa: F811
     assert ready.get_json() == {"status": "ready", "checks": {"database": True, "broker": True}}
 
 
-def test_openapi_document(embedded: Any) -> None:  # noqa: F811
+def test_openapi_document(embedded: Any) -> None:
     # Given the embedded app
     # When /openapi.json is fetched
     resp = embedded.test_client().get("/openapi.json")
@@ -410,7 +394,7 @@ def test_openapi_document(embedded: Any) -> None:  # noqa: F811
         assert ref.rsplit("/", 1)[1] in spec["components"]["schemas"], ref
 
 
-def test_swagger_ui_is_served_offline(embedded: Any) -> None:  # noqa: F811
+def test_swagger_ui_is_served_offline(embedded: Any) -> None:
     client = embedded.test_client()
     # Given the embedded app
     # When /docs and its script are fetched
@@ -444,7 +428,7 @@ def test_a_wrong_method_is_a_405_with_the_error_shape(acme: Caller, method: str,
     assert method.upper() not in resp.headers["Allow"]
 
 
-def test_an_unknown_route_is_a_404_with_the_error_shape(embedded: Any) -> None:  # noqa: F811
+def test_an_unknown_route_is_a_404_with_the_error_shape(embedded: Any) -> None:
     # Given a path that is no route
     # When it is fetched
     resp = embedded.test_client().get("/api/v2/events")

@@ -23,9 +23,6 @@ from config.settings import ConfigError, load_settings
 from tenants.auth import Principal
 from tenants.revocation import Snapshot, TenantDisabled, TokenRevoked
 from tests.conftest import free_port, order_event
-from tests.unit import test_ingest
-
-template_db = test_ingest.template_db
 
 BOUND = 30.0  # the promise: a revocation bites within 30 s on every web process
 
@@ -334,7 +331,8 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
     from events.service import prepare
     from infra.broker.queues import PERSIST_ACTOR
     from tenants.revocation import disable_tenant
-    from tests.unit.test_subscriptions_api import copy_db, create, sqs_body, stub_app
+    from tests.support.apps import copy_db, stub_app
+    from tests.support.subscriptions import create, sqs_body
 
     with stub_app(copy_db(template_db, tmp_path)) as app:
         from tests.conftest import Caller, mint

@@ -1,38 +1,26 @@
 """Job schedules (store/schedules.py) and the scheduler tick (scheduler/loop.py tick_once).
 
-The tick tests create jobs through /api/v1/jobs on the StubMailer app of test_jobs_api.py and
+The tick tests create jobs through /api/v1/jobs on the StubMailer app (``embedded("mailer")``) and
 call ``tick_once`` with chosen ``now`` values, so no test waits for a clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import update
 
-from jobs.mailers.stub import StubMailer
 from jobs.models import Job
 from jobs.schedules import Schedule, ScheduleError, check_cron, parse_schedule, zone
 from scheduler.loop import tick_once
 from tests.conftest import Caller, internal_id
-from tests.unit.test_jobs_api import (
-    BASE,
-    call,
-    copy_template,
-    create_job,
-    get_job,
-    job_body,
-    notify_app,
-    runs_of,
-    runtime_of,
-    settle,
-    ts,
-)
+from tests.support.apps import runtime_of
+from tests.support.jobs import BASE, call, create_job, get_job, job_body, runs_of, settle, ts
+
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubMailer app; ``stub`` its mailer.
+pytestmark = pytest.mark.embedded("mailer")
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -271,18 +259,6 @@ def test_zone_names_a_known_iana_zone() -> None:
 
 
 # --- the scheduler tick (tick_once with explicit now values) ---------------------------------
-
-@pytest.fixture
-def idle_app(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator[Any]:
-    # The runs a tick enqueues stay queued until a test settles the app.
-    with notify_app(copy_template(tmp_path_factory, tmp_path), StubMailer()) as app:
-        yield app
-
-
-@pytest.fixture
-def embedded(idle_app: Any) -> Any:
-    """Overrides conftest's ``embedded`` (conftest's ``acme`` uses it)."""
-    return idle_app
 
 
 def tick(caller: Caller, now: datetime) -> list[int]:

@@ -19,7 +19,7 @@ import pytest
 
 from config.settings import ConfigError, load_settings
 from tests.conftest import drain, make_settings, mint, order_event
-from tests.integration.procs import ROOT, procfile_command
+from tests.support.procs import ROOT, procfile_command
 
 GOOD_SECRET = "s" * 40
 MARK = "BODYMARK-7f3a"  # a value that only an event body carries
@@ -330,7 +330,7 @@ def test_the_metrics_token_setting_is_validated_and_never_shown() -> None:
 
 
 def test_the_pools_exporters_bind_loopback_unless_told_otherwise() -> None:
-    from tests.unit.test_settings import _procfile_env
+    from tests.support.env import _procfile_env
 
     for pool in ("persist", "deliver", "notify"):
         assert _procfile_env(pool)["dramatiq_prom_host"] == "127.0.0.1"

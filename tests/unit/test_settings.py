@@ -8,13 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import ConfigError, load_settings, normalize_database_url
-
-GOOD_SECRET = "s" * 40
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": "postgresql://u:p@db:5432/ec", "REDIS_URL": "redis://r:6379/0",
-            "EC_TOKEN_SECRET": GOOD_SECRET, **extra}
+from tests.support.env import GOOD_SECRET, _procfile_env, server_env
 
 
 @pytest.mark.parametrize("url", ["mysql://u:p@h/db", "http://h/db", "db.sqlite", "postgres:/x",
@@ -159,20 +153,6 @@ def test_a_bad_worker_metrics_port_is_named_in_the_error(value: str) -> None:
 
     with pytest.raises(ConfigError, match="dramatiq_prom_port"):
         metrics_port({"dramatiq_prom_port": value})
-
-
-def _procfile_env(pool: str, **env: str) -> dict[str, str]:
-    """The variables the Procfile's ``pool`` command hands to dramatiq, expanded by bash."""
-    import subprocess
-
-    from tests.integration.procs import procfile_command
-
-    command = procfile_command(pool)
-    assert command.startswith("env ")
-    out = subprocess.run(["bash", "-c", "printf '%s\\n' " + command[len("env "):]],
-                         env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("dramatiq_"))
 
 
 def test_each_worker_pool_has_its_own_default_metrics_port_and_directory() -> None:

@@ -1,38 +1,39 @@
 """/api/v1/event-subscription on the embedded app (SQLite + StubBroker) with a StubSender.
 
-This module also holds the StubSender-backed ``embedded`` fixture and helpers that
-test_delivery.py and test_matching.py import.
+The StubSender app is conftest's ``embedded`` marked ``embedded("sender")``; the helpers this
+module shares with test_delivery.py and test_matching.py are in tests/support/subscriptions.py.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import pytest
-from cryptography.fernet import Fernet
-from sqlalchemy import select
 
-from infra.broker.queues import DELIVER_QUEUE
-from subscriptions.models import Subscription
 from subscriptions.senders.stub import StubSender
-from tests.conftest import Caller, drain, make_settings, mint, order_event
-from tests.unit import test_ingest
-from tests.unit.test_ingest import assert_error
+from tests.conftest import Caller, mint, order_event
+from tests.support.apps import copy_db, runtime_of, stub_app
+from tests.support.events import assert_error
+from tests.support.subscriptions import (
+    ACCESS_KEY,
+    ACCESS_SECRET,
+    BASE,
+    QUEUE_URL,
+    TOPIC_ARN,
+    create,
+    put,
+    settle,
+    sns_body,
+    sqs_body,
+    stored_subscription,
+    writable,
+)
 
-BASE = "/api/v1/event-subscription"
-ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
-ACCESS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzSECRETzz"
-QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
-FIFO_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders.fifo"
-TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:orders"
-READ_ONLY = ("createdAt", "updatedAt", "failingSince", "deactivatedAt", "deactivationReason")
+# conftest's ``embedded`` (and so ``acme``/``globex``) is the StubSender app; ``stub`` its sender.
+pytestmark = pytest.mark.embedded("sender")
 
 # Seed 002's "Create Event Subscriptions" request, verbatim.
 SEED_002_SUBSCRIPTION: dict[str, Any] = {
@@ -52,132 +53,6 @@ SEED_002_SUBSCRIPTION: dict[str, Any] = {
     "subscribeCreate": True,
     "subscribeDelete": True,
 }
-
-
-# --- the StubSender app ---------------------------------------------------------------------
-
-# test_ingest's session-scoped, pre-migrated SQLite file holding tenants acme and globex.
-template_db = test_ingest.template_db
-
-
-@contextmanager
-def stub_app(db_path: Path, **settings_kw: Any) -> Iterator[Any]:
-    """conftest's embedded app whose deliveries go to one StubSender (for SQS and SNS), with a
-    Fernet key, a 50/100 ms retry schedule, and persist + deliver consumed by one worker."""
-    from api.app import create_app
-    from config.runtime import build_runtime
-    from workers.main import declare_actors
-
-    stub = StubSender()
-    kw: dict[str, Any] = {"secret_key": Fernet.generate_key().decode(),
-                          "delivery_retry_schedule": (0.05, 0.1), "aws_endpoint_sqs": None}
-    kw.update(settings_kw)
-    settings = make_settings(f"sqlite:///{db_path}", **kw)
-    runtime = build_runtime(settings, senders={"SQS": stub, "SNS": stub})
-    declare_actors(runtime)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=1, worker_timeout=10)
-    worker.start()
-    app = create_app(runtime=runtime)
-    app.testing = True
-    try:
-        yield app
-    finally:
-        worker.stop()
-        runtime.close()
-
-
-def copy_db(template: Path, tmp_path: Path) -> Path:
-    db = tmp_path / "ec.db"
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{template}{suffix}")
-        if source.exists():
-            shutil.copyfile(source, f"{db}{suffix}")
-    return db
-
-
-@pytest.fixture
-def embedded(template_db: Path, tmp_path: Path) -> Iterator[Any]:
-    """The StubSender app on a copy of the pre-migrated database (tenants acme, globex);
-    conftest's ``acme``/``globex`` callers use it."""
-    with stub_app(copy_db(template_db, tmp_path)) as app:
-        yield app
-
-
-@pytest.fixture
-def stub(embedded: Any) -> StubSender:
-    sender = embedded.extensions["ec.runtime"].senders["SQS"]
-    assert isinstance(sender, StubSender)
-    return sender
-
-
-def runtime_of(app: Any) -> Any:
-    return app.extensions["ec.runtime"]
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-def sqs_body(url: str = QUEUE_URL, *, keys: bool = True, **overrides: Any) -> dict[str, Any]:
-    """A valid ORDER-create subscription to an SQS queue (with keys unless ``keys=False``)."""
-    sqs: dict[str, Any] = {"queueUrl": url, "region": "us-east-1"}
-    if keys:
-        sqs.update(accessKey=ACCESS_KEY, accessSecret=ACCESS_SECRET)
-    body: dict[str, Any] = {
-        "active": True, "entityType": "ORDER", "subscribeCreate": True,
-        "subscribeChange": False, "subscribeDelete": False,
-        "destination": {"type": "SQS", "sqs": sqs},
-    }
-    body.update(overrides)
-    return body
-
-
-def sns_body(arn: str = TOPIC_ARN, **overrides: Any) -> dict[str, Any]:
-    """A valid ORDER-create subscription to an SNS topic, with keys."""
-    body = sqs_body(**overrides)
-    body["destination"] = {"type": "SNS", "sns": {"topicArn": arn, "region": "us-east-1",
-                                                  "accessKey": ACCESS_KEY,
-                                                  "accessSecret": ACCESS_SECRET}}
-    return body
-
-
-def create(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-    resp = caller.client.post(BASE, json=body, headers=caller.headers())
-    assert resp.status_code == 201, resp.get_data(as_text=True)
-    return resp.get_json()
-
-
-def put(caller: Caller, path: str, body: Any) -> Any:
-    return caller.client.put(path, json=body, headers=caller.headers())
-
-
-def attempts(caller: Caller, sub_id: str, **params: Any) -> dict[str, Any]:
-    resp = caller.get(f"{BASE}/{sub_id}/deliveries", query_string=params)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return resp.get_json()
-
-
-def settle(app: Any, timeout: float = 10) -> None:
-    """Wait until the persist queue and the deliveries queue (with its delay queue) are empty."""
-    drain(app)
-    runtime_of(app).broker.join(DELIVER_QUEUE, timeout=int(timeout * 1000))
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
-
-
-def stored_subscription(app: Any, tenant: str, sub_id: str) -> Subscription | None:
-    with runtime_of(app).sessions() as session:
-        return session.execute(select(Subscription).where(
-            Subscription.tenant == tenant, Subscription.id == sub_id)).scalar_one_or_none()
-
-
-def writable(shown: dict[str, Any]) -> dict[str, Any]:
-    """What GET showed, without the read-only fields."""
-    return copy.deepcopy({k: v for k, v in shown.items() if k not in READ_ONLY})
 
 
 # --- create, read, list -----------------------------------------------------------------------

@@ -6,8 +6,10 @@ Used on SQLite (tests/unit/test_aws_identity.py) and PostgreSQL
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 
@@ -71,3 +73,51 @@ def check_migrated(url: str) -> None:
         assert subs[sub_id][:3] == ("platform", None, None), subs
     assert bool(subs["keyless"][3]) is True and bool(subs["inactive-keyless"][3]) is False
     assert allowed == 0
+
+
+def _events_row(conn: Any, event_id: str, correlation: str,
+                tenant_seq: int | None = None) -> None:
+    """A raw events row; ``tenant_seq`` from revision 0009 on (the column is required there)."""
+    extra = (", tenant_seq", ", :tseq") if tenant_seq is not None else ("", "")
+    conn.execute(text(
+        "INSERT INTO events (tenant, event_id, event_source, event_type, key_attributes, "
+        f"correlation_id, body_hash, received_at, stored_at{extra[0]}) VALUES ('acme', :id, "
+        "'CONNECTOR', 'FAULT', :attrs, :corr, :h, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP"
+        f"{extra[1]})"),
+        {"id": event_id, "attrs": json.dumps({"correlationId": correlation}), "corr": correlation,
+         "h": "0" * 64, "tseq": tenant_seq})
+
+
+def check_migration_0006(url: str) -> None:
+    """Upgrade a database holding events from 0005 to 0006: the rows
+    stay, a 2,048-character correlationId then fits and is found by the filter, the quarantine
+    takes rows."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from events.quarantine import list_quarantined, quarantine
+    from events.repository import EventQuery, list_events
+    from infra.db import upgrade
+
+    upgrade(url, "0005")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for i in range(3):
+            _events_row(conn, f"old-{i}", f"corr-{i}")
+    upgrade(url)
+    long_corr = "".join(chr(0x10000 + (i * 7919) % 0xFFFF) for i in range(2048))
+    with engine.begin() as conn:
+        _events_row(conn, "new-long", long_corr, tenant_seq=10**12 + 4)
+    with Session(engine) as session:
+        assert [r.event_id for r in list_events(session, "acme", EventQuery(per_page=10)).rows] \
+            == ["old-0", "old-1", "old-2", "new-long"]
+        found = list_events(session, "acme", EventQuery(correlation_id=long_corr)).rows
+        assert [r.event_id for r in found] == ["new-long"]
+        assert [r.event_id for r in list_events(session, "acme",
+                                                EventQuery(correlation_id="corr-1")).rows] \
+            == ["old-1"]
+        quarantine(session, "acme", {"id": "q-1", "x": "\x00"}, ValueError("refused"),
+                   retried=False)
+        session.commit()
+        assert [r.event_id for r in list_quarantined(session, tenant="acme").rows] == ["q-1"]
+    engine.dispose()
