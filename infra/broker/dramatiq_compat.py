@@ -150,7 +150,8 @@ def stub_dead_letters(broker: dramatiq.Broker, queue: str) -> list[Any]:
     by_queue = getattr(broker, "dead_letters_by_queue", None)
     if by_queue is None or queue not in by_queue:
         return []
-    return by_queue[queue]  # type: ignore[no-any-return]
+    held: list[Any] = by_queue[queue]
+    return held
 
 
 def drop_stub_dead_letter(broker: dramatiq.Broker, queue: str, message_id: str) -> None:
