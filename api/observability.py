@@ -33,8 +33,10 @@ class QueueCollector:
 
     def sizes(self, queue: str) -> tuple[int, int, int]:
         """(waiting, delayed, dead-lettered) of ``queue``."""
-        return (self.client.llen(f"dramatiq:{queue}"), self.client.llen(f"dramatiq:{queue}.DQ"),
-                self.client.zcard(f"dramatiq:{queue}.XQ"))
+        from infra.broker.dramatiq_compat import queue_sizes
+        from infra.broker.queues import BROKER_NAMESPACE
+
+        return queue_sizes(self.client, BROKER_NAMESPACE, queue)
 
     def collect(self) -> Any:
         from infra.broker.deadletters import QUEUES
@@ -73,16 +75,11 @@ class EmbeddedQueueCollector(QueueCollector):
         return super().collect()
 
     def sizes(self, queue: str) -> tuple[int, int, int]:
-        from dramatiq.common import dq_name
+        from infra.broker.dramatiq_compat import delayed_queue, stub_dead_letters, stub_queue_size
 
-        queues = getattr(self.runtime.broker, "queues", {})
-        held = getattr(self.runtime.broker, "dead_letters_by_queue", {}).get(queue, [])
-
-        def size(name: str) -> int:
-            found = queues.get(name)
-            return int(found.qsize()) if found is not None and hasattr(found, "qsize") else 0
-
-        return size(queue), size(dq_name(queue)), self._dead.get(queue, 0) + len(held)
+        broker = self.runtime.broker
+        return (stub_queue_size(broker, queue), stub_queue_size(broker, delayed_queue(queue)),
+                self._dead.get(queue, 0) + len(stub_dead_letters(broker, queue)))
 
 
 def valid_request_id(value: str) -> bool:

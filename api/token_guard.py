@@ -4,13 +4,13 @@ address (buckets in Redis, shared by the web processes), and each process runs a
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 from flask import Flask, current_app, request
 from prometheus_client import Counter
 
 from api.http import ApiError
+from infra.broker.queues import auth_failure_key
 from infra.broker.ratelimit import Allowance, retry_after_header
 from tenants import auth
 
@@ -33,19 +33,15 @@ def source_address(trusted_proxies: int) -> str:
     return hops[-trusted_proxies] if len(hops) >= trusted_proxies else peer
 
 
-def _key(kind: str, value: str) -> str:
-    return f"ec:authfail:{kind}:{hashlib.sha256(value.encode()).hexdigest()[:32]}"
-
-
 def allowances(client_id: str) -> list[Allowance]:
     """The buckets a failed check of ``client_id`` from this request's source draws from."""
     settings = current_app.extensions["ec.runtime"].settings
     out = []
     if settings.token_failures_per_client > 0:
-        out.append(Allowance(_key("client", client_id), settings.token_failures_per_client))
+        out.append(Allowance(auth_failure_key("client", client_id), settings.token_failures_per_client))
     if settings.token_failures_per_source > 0:
         source = source_address(settings.trusted_proxy_count)
-        out.append(Allowance(_key("source", source), settings.token_failures_per_source))
+        out.append(Allowance(auth_failure_key("source", source), settings.token_failures_per_source))
     return out
 
 

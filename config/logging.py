@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from infra.broker.dramatiq_compat import is_message
 from infra.redact import needs_scrub, scrub
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -16,24 +17,18 @@ tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", de
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None)
 
-def _is_message(value: object) -> bool:
-    """A Dramatiq message (or a broker's proxy of one): its text is the actor call with every
-    argument, i.e. whole event bodies."""
-    return (type(value).__module__.startswith("dramatiq.")
-            and hasattr(value, "message_id") and hasattr(value, "actor_name"))
-
 
 def without_message_bodies(record: logging.LogRecord) -> logging.LogRecord:
     """Replace each Dramatiq message among ``record.args`` by its actor, id and queue (in place,
     so every handler sees the short form): Dramatiq logs "Failed to process message %s" with
     the message itself when a persist fails."""
     args = record.args
-    if isinstance(args, tuple) and any(_is_message(a) for a in args):
+    if isinstance(args, tuple) and any(is_message(a) for a in args):
         record.args = tuple(
-            f"{a.actor_name}[{a.message_id}] on {a.queue_name}" if _is_message(a) else a
+            f"{a.actor_name}[{a.message_id}] on {a.queue_name}" if is_message(a) else a
             for a in args)
-    elif isinstance(args, dict) and any(_is_message(a) for a in args.values()):
-        record.args = {k: (f"{v.actor_name}[{v.message_id}]" if _is_message(v) else v)
+    elif isinstance(args, dict) and any(is_message(a) for a in args.values()):
+        record.args = {k: (f"{v.actor_name}[{v.message_id}]" if is_message(v) else v)
                        for k, v in args.items()}
     return record
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from infra.broker.embedded import Keep, KeepDeadLetters
 from infra.broker.intake import Intake
+from infra.broker.queues import BROKER_NAMESPACE
 from infra.broker.ratelimit import (
     AttemptLimiter,
     MemoryAttemptLimiter,
@@ -75,7 +76,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
         return ResilientRedisBroker(
             url=settings.redis_url,
-            namespace="dramatiq",
+            namespace=BROKER_NAMESPACE,
             # A crashed worker's unacked messages are requeued once its heartbeat is this old,
             # by the maintenance that roughly every 50th broker command runs (Dramatiq's default
             # is every 1,000th, which can leave them waiting for minutes on a quiet queue).

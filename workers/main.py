@@ -16,6 +16,7 @@ import dramatiq
 from config.logging import configure_logging
 from config.runtime import Runtime, build_runtime
 from config.settings import ConfigError, Settings, load_settings
+from infra.broker.dramatiq_compat import is_cli_worker_sigterm_handler
 from infra.opaque import IdCipher
 from workers.deliver import declare_deliver_actor
 from workers.notify import declare_notify_actor
@@ -65,8 +66,7 @@ def tolerate_repeated_sigterm(window: float = REPEATED_SIGTERM_WINDOW) -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     dramatiq_handler = signal.getsignal(signal.SIGTERM)
-    if not callable(dramatiq_handler) or not getattr(
-            dramatiq_handler, "__qualname__", "").startswith("worker_process."):
+    if not is_cli_worker_sigterm_handler(dramatiq_handler):
         return False
     first: float | None = None
 

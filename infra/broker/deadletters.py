@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 import redis
 
-from infra.broker.queues import DELIVER_QUEUE, NOTIFY_QUEUE, PERSIST_QUEUE
+from infra.broker.dramatiq_compat import (
+    RETRIES,
+    TRACEBACK,
+    as_new,
+    dead_letter_key,
+    dead_letter_messages_key,
+)
+from infra.broker.queues import BROKER_NAMESPACE, DELIVER_QUEUE, NOTIFY_QUEUE, PERSIST_QUEUE
 
 QUEUES = (PERSIST_QUEUE, DELIVER_QUEUE, NOTIFY_QUEUE)
 
@@ -33,31 +39,23 @@ class DeadLetter:
                 shown.append(a)
         return {"queue": self.queue, "id": self.redis_id, "message_id": self.message.message_id,
                 "actor": self.message.actor_name, "args": shown,
-                "retries": self.message.options.get("retries", 0),
-                "error": str(self.message.options.get("traceback", ""))[-300:] or None,
+                "retries": self.message.options.get(RETRIES, 0),
+                "error": str(self.message.options.get(TRACEBACK, ""))[-300:] or None,
                 "dead_at_ms": self.dead_at_ms}
-
-
-def as_new(message: dramatiq.Message[Any], queue: str) -> dramatiq.Message[Any]:
-    """``message`` to enqueue again as new: no retry count, traceback or broker ids. (Not
-    ``Message.copy``, which merges options into the old ones and so kept the retry count.)"""
-    options = {k: v for k, v in message.options.items()
-               if k not in ("retries", "traceback", "redis_message_id", "eta")}
-    return dataclasses.replace(message, options=options, queue_name=queue)
 
 
 class DeadLetters:
     """Reads and re-drives ``<ns>:<queue>.XQ`` (Dramatiq's Redis dead-letter layout)."""
 
     def __init__(self, client: redis.Redis, broker: dramatiq.Broker,
-                 namespace: str = "dramatiq") -> None:
+                 namespace: str = BROKER_NAMESPACE) -> None:
         self.client = client
         self.broker = broker
         self.namespace = namespace
 
     def _keys(self, queue: str) -> tuple[str, str]:
-        base = f"{self.namespace}:{queue}.XQ"
-        return base, base + ".msgs"
+        return (dead_letter_key(self.namespace, queue),
+                dead_letter_messages_key(self.namespace, queue))
 
     def size(self, queue: str) -> int:
         return int(self.client.zcard(self._keys(queue)[0]))

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-from dramatiq.common import q_name
 
-from infra.broker.deadletters import as_new
+from infra.broker.dramatiq_compat import as_new, canonical_queue, drop_stub_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +27,13 @@ class KeepDeadLetters(dramatiq.Middleware):
         self.keep = keep
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
-        queue = q_name(message.queue_name)
+        queue = canonical_queue(message.queue_name)
         try:
             self.keep(queue, message.message_id, message.encode().decode())
         except Exception:  # noqa: BLE001 - it stays in the process's list, as before
             log.exception("could not store dead letter %s of %s", message.message_id, queue)
             return
-        held = getattr(broker, "dead_letters_by_queue", {}).get(queue)
-        if held is not None:
-            held[:] = [m for m in held if m.message_id != message.message_id]
+        drop_stub_dead_letter(broker, queue, message.message_id)
 
 
 def redrive(broker: dramatiq.Broker, queue: str, encoded: str) -> None:

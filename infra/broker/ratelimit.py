@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import redis
 
+from infra.broker.queues import rate_bucket_key
+from infra.broker.scripts import lua
+
 log = logging.getLogger(__name__)
 
 
@@ -40,57 +43,26 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-def bucket_key(tenant: str) -> str:
-    return f"ec:rate:{tenant}"
-
-
 class RateLimiter(abc.ABC):
     @abc.abstractmethod
     def take(self, tenant: str, cost: int, rate: float, burst: int) -> Verdict:
         """Take ``cost`` tokens from the tenant's bucket (``rate`` per second, ``burst`` max)."""
 
 
-# The token bucket as a Lua function, also called from the intake's script (one round trip per
-# ingest request). Server time, so web hosts' clocks do not matter. Returns allowed (0/1), wait.
-BUCKET_LUA_FUNCTION = """
-local function take_tokens(key, rate, burst, cost)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local state = redis.call('HMGET', key, 'tokens', 'at')
-  local tokens = tonumber(state[1]) or burst
-  local at = tonumber(state[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-  local allowed = 0
-  local wait = 0
-  if tokens >= cost then
-    tokens = tokens - cost
-    allowed = 1
-  else
-    wait = (cost - tokens) / rate
-  end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
-  redis.call('EXPIRE', key, math.ceil(burst / rate) + 10)
-  return allowed, wait
-end
-"""
-
-# KEYS: bucket.  ARGV: rate, burst, cost.
-_BUCKET_LUA = BUCKET_LUA_FUNCTION + """
-local allowed, wait = take_tokens(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
-                                  tonumber(ARGV[3]))
-return {allowed, tostring(wait)}
-"""
+# The token bucket in Redis: lua/take_tokens.lua (a function, also called from the intake's
+# script: one round trip per ingest request) and lua/rate_limit.lua.
+_BUCKET_SCRIPTS = ("take_tokens.lua", "rate_limit.lua")
 
 
 class RedisRateLimiter(RateLimiter):
     """Token bucket in Redis; fails open (and logs) when Redis cannot be reached."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._script = client.register_script(_BUCKET_LUA)
+        self._script = client.register_script(lua(*_BUCKET_SCRIPTS))
 
     def take(self, tenant: str, cost: int, rate: float, burst: int) -> Verdict:
         try:
-            allowed, wait = self._script(keys=[bucket_key(tenant)], args=[rate, burst, cost])
+            allowed, wait = self._script(keys=[rate_bucket_key(tenant)], args=[rate, burst, cost])
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             log.warning("rate limiter unavailable: allowing")
             return Verdict(True)
@@ -145,35 +117,6 @@ class AttemptLimiter(abc.ABC):
         """Give back what ``attempt`` took (the attempt was not a failure)."""
 
 
-# KEYS: buckets. ARGV: sign (1 take, -1 give back), then per key its per-minute size.
-_ATTEMPT_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local sign = tonumber(ARGV[1])
-local levels = {}
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local burst = tonumber(ARGV[i + 1])
-  local state = redis.call('HMGET', key, 'tokens', 'at')
-  local tokens = tonumber(state[1]) or burst
-  local at = tonumber(state[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - at) * burst / 60)
-  levels[i] = tokens
-  if sign > 0 and tokens < 1 then
-    wait = math.max(wait, (1 - tokens) * 60 / burst)
-  end
-end
-if wait > 0 then
-  return {0, tostring(wait)}
-end
-for i, key in ipairs(KEYS) do
-  local burst = tonumber(ARGV[i + 1])
-  local tokens = math.min(burst, levels[i] - sign)
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
-  redis.call('EXPIRE', key, 70)
-end
-return {1, '0'}
-"""
 
 
 class MemoryAttemptLimiter(AttemptLimiter):
@@ -215,7 +158,7 @@ class RedisAttemptLimiter(AttemptLimiter):
     counts on its own (in memory) rather than not at all."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._script = client.register_script(_ATTEMPT_LUA)
+        self._script = client.register_script(lua("attempts.lua"))
         self._fallback = MemoryAttemptLimiter()
 
     def _call(self, allowances: list[Allowance], sign: int) -> Verdict:

@@ -18,10 +18,11 @@ import uuid
 from typing import Any
 
 import redis
-from dramatiq.brokers.redis import RedisBroker
+
+from infra.broker.dramatiq_compat import Dispatch, DispatchHookRedisBroker
 
 
-class ResilientRedisBroker(RedisBroker):
+class ResilientRedisBroker(DispatchHookRedisBroker):
     def __init__(self, *args: Any, idle_poll_ms: int = 50, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.idle_poll_ms = idle_poll_ms
@@ -29,14 +30,9 @@ class ResilientRedisBroker(RedisBroker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
 
-    def _dispatch(self, command: str) -> Any:
-        dispatch = super()._dispatch(command)
-
-        def guarded(queue_name: str, *args: Any) -> Any:
-            try:
-                return dispatch(queue_name, *args)
-            except (redis.ConnectionError, redis.TimeoutError):
-                self.broker_id = str(uuid.uuid4())
-                raise
-
-        return guarded
+    def call_dispatch(self, dispatch: Dispatch, queue_name: str, *args: Any) -> Any:
+        try:
+            return dispatch(queue_name, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.renew_broker_id(str(uuid.uuid4()))
+            raise

@@ -20,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from infra.broker.ratelimit import bucket_key
+from infra.broker.queues import rate_bucket_key
 from tests.conftest import SECRET, Caller, free_port, make_settings, mint, order_event
 from tests.support.pipeline import _app, _ensure_tenant, _set_limits
 from tests.support.procs import Proc, procfile_command, wait_http
@@ -47,7 +47,7 @@ def test_a_batch_costs_its_events_in_the_bucket_shared_by_web_processes(
         # When process A accepts a batch of 4 events
         assert _batch(a, 4, "a").get_json()["accepted"] == 4
         # Then the shared bucket holds 6 (the old code charged 1: 9)
-        assert float(client.hget(bucket_key(tenant), "tokens")) == pytest.approx(6, abs=0.05)
+        assert float(client.hget(rate_bucket_key(tenant), "tokens")) == pytest.approx(6, abs=0.05)
         # And process B cannot fit a batch of 7 (429, nothing accepted) but fits 6
         refused = _batch(b, 7, "b")
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1

@@ -14,7 +14,8 @@ import fakeredis
 import pytest
 
 from infra.broker.intakes.redis import RedisIntake
-from infra.broker.ratelimit import RedisRateLimiter, bucket_key
+from infra.broker.queues import rate_bucket_key
+from infra.broker.ratelimit import RedisRateLimiter
 from tests.conftest import Caller, mint, order_event
 from tests.support.apps import running_app
 
@@ -42,7 +43,7 @@ def batch(caller: Caller, n: int, prefix: str) -> Any:
 
 
 def tokens_left(fake: Any, tenant: str) -> float:
-    return float(fake.hget(bucket_key(tenant), "tokens"))
+    return float(fake.hget(rate_bucket_key(tenant), "tokens"))
 
 
 @pytest.mark.parametrize("kind", ["redis", "memory"])

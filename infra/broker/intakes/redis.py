@@ -2,9 +2,11 @@
 one Dramatiq message.
 
 The message is written exactly as ``dramatiq.brokers.redis.RedisBroker.enqueue`` writes it (the
-message hash ``<ns>:<queue>.msgs`` plus the id pushed on ``<ns>:<queue>``), so the standard
-Dramatiq worker consumes it; ``tests/integration/test_pipeline.py`` proves that against a real
-worker so a Dramatiq upgrade that changes the layout fails loudly.
+message hash ``<ns>:<queue>.msgs`` plus the id pushed on ``<ns>:<queue>``: the layout in
+infra/broker/dramatiq_compat.py), so the standard Dramatiq worker consumes it;
+tests/unit/test_dramatiq_compat.py checks that layout against the installed Dramatiq and
+``tests/integration/test_pipeline.py`` proves it against a real worker. The script is
+lua/take_tokens.lua followed by lua/intake_accept.lua.
 """
 
 from __future__ import annotations
@@ -16,52 +18,22 @@ import dramatiq
 import orjson
 import redis
 
+from infra.broker.dramatiq_compat import enqueue_options, messages_key, queue_key
 from infra.broker.intake import Intake, IntakeResult, IntakeUnavailable, Outcome, Pending
-from infra.broker.queues import PERSIST_ACTOR, PERSIST_QUEUE
-from infra.broker.ratelimit import BUCKET_LUA_FUNCTION, Charge, RateLimited, bucket_key
+from infra.broker.queues import (
+    BROKER_NAMESPACE,
+    PERSIST_ACTOR,
+    PERSIST_QUEUE,
+    intake_key,
+    intake_key_prefix,
+    rate_bucket_key,
+)
+from infra.broker.ratelimit import Charge, RateLimited
+from infra.broker.scripts import lua
 
 _PLACEHOLDER = "__EC_EVENTS__"
 
-# KEYS: queue list, queue message hash, the tenant's rate-limit bucket.
-# ARGV: ttl, key prefix, redis message id, message prefix, message suffix, rate (0: no charge),
-#       burst, cost, then per event (id, hash, document json).
-# Returns per event {code, document}: 0 new, 1 same, 2 conflict; or {{-1, wait}} when the bucket
-# cannot pay (nothing accepted).
-_ACCEPT_LUA = BUCKET_LUA_FUNCTION + """
-local ttl = tonumber(ARGV[1])
-local prefix = ARGV[2]
-local rate = tonumber(ARGV[6])
-if rate > 0 then
-  local allowed, wait = take_tokens(KEYS[3], rate, tonumber(ARGV[7]), tonumber(ARGV[8]))
-  if allowed == 0 then
-    return {{-1, tostring(wait)}}
-  end
-end
-local results = {}
-local accepted = {}
-local n = (#ARGV - 8) / 3
-for i = 0, n - 1 do
-  local id = ARGV[9 + 3 * i]
-  local h = ARGV[10 + 3 * i]
-  local doc = ARGV[11 + 3 * i]
-  local key = prefix .. id
-  local existing = redis.call("GET", key)
-  if existing then
-    local code = 2
-    if string.sub(existing, 1, 64) == h then code = 1 end
-    results[i + 1] = {code, string.sub(existing, 66)}
-  else
-    redis.call("SET", key, h .. "|" .. doc, "EX", ttl)
-    accepted[#accepted + 1] = doc
-    results[i + 1] = {0, ""}
-  end
-end
-if #accepted > 0 then
-  redis.call("HSET", KEYS[2], ARGV[3], ARGV[4] .. "[" .. table.concat(accepted, ",") .. "]" .. ARGV[5])
-  redis.call("RPUSH", KEYS[1], ARGV[3])
-end
-return results
-"""
+_ACCEPT_SCRIPTS = ("take_tokens.lua", "intake_accept.lua")
 
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
@@ -77,17 +49,14 @@ class RedisIntake(Intake):
     """
 
     def __init__(
-        self, client: redis.Redis, ttl_seconds: int, *, namespace: str = "dramatiq"
+        self, client: redis.Redis, ttl_seconds: int, *, namespace: str = BROKER_NAMESPACE
     ) -> None:
         self.client = client
         self.ttl_seconds = ttl_seconds
         self.namespace = namespace
-        self._script = client.register_script(_ACCEPT_LUA)
-        self._queue_key = f"{namespace}:{PERSIST_QUEUE}"
-        self._msgs_key = f"{namespace}:{PERSIST_QUEUE}.msgs"
-
-    def _key_prefix(self, tenant: str) -> str:
-        return f"ec:intake:{tenant}:"
+        self._script = client.register_script(lua(*_ACCEPT_SCRIPTS))
+        self._queue_key = queue_key(namespace, PERSIST_QUEUE)
+        self._msgs_key = messages_key(namespace, PERSIST_QUEUE)
 
     def _envelope(self, tenant: str, redis_message_id: str) -> tuple[bytes, bytes]:
         message = dramatiq.Message(
@@ -95,7 +64,7 @@ class RedisIntake(Intake):
             actor_name=PERSIST_ACTOR,
             args=(tenant, _PLACEHOLDER),
             kwargs={},
-            options={"redis_message_id": redis_message_id},
+            options=enqueue_options(redis_message_id),
         )
         encoded = message.encode()
         marker = orjson.dumps(_PLACEHOLDER)
@@ -110,12 +79,12 @@ class RedisIntake(Intake):
             return []
         redis_message_id = str(uuid.uuid4())
         head, tail = self._envelope(tenant, redis_message_id)
-        argv: list[Any] = [self.ttl_seconds, self._key_prefix(tenant), redis_message_id, head, tail]
+        argv: list[Any] = [self.ttl_seconds, intake_key_prefix(tenant), redis_message_id, head, tail]
         argv.extend((charge.rate, charge.burst, charge.cost) if charge is not None else (0, 0, 0))
         for item in items:
             argv.extend((item.document["id"], item.body_hash, orjson.dumps(item.document)))
         try:
-            raw = self._script(keys=[self._queue_key, self._msgs_key, bucket_key(tenant)],
+            raw = self._script(keys=[self._queue_key, self._msgs_key, rate_bucket_key(tenant)],
                                args=argv)
         except _REDIS_DOWN as exc:
             raise IntakeUnavailable(f"broker unavailable: {type(exc).__name__}") from None
@@ -132,7 +101,7 @@ class RedisIntake(Intake):
 
     def lookup(self, tenant: str, event_id: str) -> dict[str, Any] | None:
         try:
-            raw = self.client.get(self._key_prefix(tenant) + event_id)
+            raw = self.client.get(intake_key(tenant, event_id))
         except _REDIS_DOWN:
             return None
         if raw is None:
