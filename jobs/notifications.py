@@ -8,9 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from infra.db import begin_write
+from infra.db import UnitOfWork
 from jobs.compose import Planned, plan
 from jobs.mailers.base import MAX_PERSONALIZATIONS, Mailer, Recipient
 from jobs.models import Job, JobRun, RunRecipient
@@ -57,11 +57,12 @@ def _recipient(job: Job, planned: Planned) -> Recipient:
 
 
 def run_notifications(
-    session: Session, run_id: int, *, mailer: Mailer,
+    sessions: sessionmaker[Session], run_id: int, *, mailer: Mailer,
     schedule_retry: Callable[[float], None], batch_size: int = MAX_PERSONALIZATIONS,
     shown_run_id: Callable[[int], int] = lambda run_id: run_id,
 ) -> str:
-    """Carry out run ``run_id``; commit after each batch; return the run's status.
+    """Carry out run ``run_id`` in one writer unit of work that commits the plan, then each
+    batch, then the end; return the run's status.
 
     ``shown_run_id`` gives the run id as the API shows it to the tenant (opaque: store.opaque);
     it is the ``run_id`` custom argument SendGrid reports back to the tenant.
@@ -69,26 +70,32 @@ def run_notifications(
     Customers already mailed in this run are never mailed again: a retry plans afresh and
     leaves them out.
     """
-    begin_write(session)
+    with UnitOfWork(sessions, write=True) as uow:
+        return _carry_out(uow, run_id, mailer=mailer, schedule_retry=schedule_retry,
+                          batch_size=batch_size, shown_run_id=shown_run_id)
+
+
+def _carry_out(uow: UnitOfWork, run_id: int, *, mailer: Mailer,
+               schedule_retry: Callable[[float], None], batch_size: int,
+               shown_run_id: Callable[[int], int]) -> str:
+    session = uow.session
     run = _lock_run(session, run_id)
     if run is None or run.status in ("done", "failed", "cancelled"):
-        session.rollback()
         return run.status if run else "missing"
     job = session.get(Job, run.job_pk)
     if job is None or job.deleted or (run.trigger == "schedule" and not fires(job)):
         run.status, run.finished_at = "cancelled", datetime.now(UTC)
         run.error = "job deleted or inactive"
-        session.commit()
+        uow.commit()
         return "cancelled"
     if disabled_tenants(session, {job.tenant}):  # store.revocation: its jobs pause
         run.status, run.finished_at = "cancelled", datetime.now(UTC)
         run.error = "tenant disabled"
-        session.commit()
+        uow.commit()
         return "cancelled"
     now = datetime.now(UTC)
     lease = _aware(run.lease_until)
     if run.status == "running" and lease is not None and lease > now:
-        session.rollback()
         raise RunBusy(f"run {run_id} is being carried out by another worker")
     run.status = "running"
     run.lease_until = now + LEASE
@@ -99,14 +106,13 @@ def run_notifications(
     todo = [p for p in planned if p.picks and p.customer_id not in done]
     run.recipients = len(done) + len(todo)
     run.skipped = skipped
-    session.commit()
+    uow.commit()
 
     custom_args = {"tenant": job.tenant, "job_id": job.id, "run_id": str(shown_run_id(run.id))}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         result = mailer.send(job.template_id, [_recipient(job, p) for p in chunk], custom_args)
-        begin_write(session)
-        run = _lock_run(session, run_id)
+        run = _lock_run(session, run_id)  # a new transaction (IMMEDIATE on SQLite)
         assert run is not None
         now = datetime.now(UTC)
         run.lease_until = now + LEASE
@@ -117,7 +123,7 @@ def run_notifications(
                 for pick in p.picks:
                     pick.remember(pick.item)
             run.sent += len(chunk)
-            session.commit()
+            uow.commit()
             continue
         if result.transient and run.attempts < MAX_ATTEMPTS:
             base = RETRY_SCHEDULE[min(run.attempts, len(RETRY_SCHEDULE)) - 1]
@@ -126,7 +132,7 @@ def run_notifications(
             run.lease_until = None
             run.error = (result.error or "")[:1024]
             schedule_retry(delay)
-            session.commit()
+            uow.commit()
             log.warning("run %s: mail send failed (%s), retrying in %.0f s", run_id, result.error,
                         delay)
             return "retrying"
@@ -135,12 +141,11 @@ def run_notifications(
                                      status="failed", items=len(p.picks), at=now))
         run.failed += len(chunk)
         run.error = (result.error or "")[:1024]
-        session.commit()
-    begin_write(session)
+        uow.commit()
     run = _lock_run(session, run_id)
     assert run is not None
     run.status = "done" if run.failed == 0 or run.sent > 0 else "failed"
     run.finished_at = datetime.now(UTC)
     run.lease_until = None
-    session.commit()
+    uow.commit()
     return run.status

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from events.contract import new_event_id
 from infra.crypto import SecretBox, SecretsUnavailable
-from infra.db import begin_write
 from infra.timefmt import format_time
 from subscriptions.contract import ACCESS_KEY_RE, MASK, SubscriptionError, SubscriptionExists, SubscriptionIn
 from subscriptions.models import Delivery, DeliveryAttempt, Subscription
@@ -103,7 +102,6 @@ def _apply_common(sub: Subscription, data: SubscriptionIn, now: datetime) -> Non
 
 
 def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box: SecretBox) -> Subscription:
-    begin_write(session)
     now = datetime.now(UTC)
     sub_id = data.id or new_event_id()
     if get_subscription(session, tenant, sub_id) is not None:
@@ -115,14 +113,13 @@ def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box
         sub.deactivation_reason = "created inactive"
     session.add(sub)
     _bump_version(session, tenant)
-    session.commit()
+    session.flush()  # its pk, as a commit would give it
     return sub
 
 
 def update_subscription(
     session: Session, tenant: str, sub_id: str, data: SubscriptionIn, box: SecretBox
 ) -> Subscription | None:
-    begin_write(session)
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return None
@@ -133,7 +130,6 @@ def update_subscription(
         sub.deactivated_at = now
         sub.deactivation_reason = "deactivated by update"
     _bump_version(session, tenant)
-    session.commit()
     return sub
 
 
@@ -171,7 +167,6 @@ def deactivate_subscription(session: Session, sub: Subscription, reason: str, no
 
 
 def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
-    begin_write(session)
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return False
@@ -186,7 +181,6 @@ def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
     )
     session.delete(sub)
     _bump_version(session, tenant)
-    session.commit()
     return True
 
 

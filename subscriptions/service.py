@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from events.repository import get_events, to_document
 from infra.crypto import SecretBox, SecretsUnavailable
-from infra.db import begin_write
 from infra.limits import full_pattern
 from subscriptions.contract import target_account
 from subscriptions.deliveries import lock_deliveries, record_attempt
@@ -134,7 +133,7 @@ def attempt_delivery(
     policy: RetryPolicy,
     schedule_retry: Callable[[float], None],
 ) -> str:
-    """Try delivery ``delivery_id`` once and commit the outcome; return its new status."""
+    """Try delivery ``delivery_id`` once; return its new status (the caller commits)."""
     statuses = attempt_deliveries(session, [delivery_id], senders=senders, box=box, policy=policy,
                                   schedule_retry=lambda _ids, seconds: schedule_retry(seconds))
     return statuses[delivery_id]
@@ -149,15 +148,15 @@ def attempt_deliveries(
     policy: RetryPolicy,
     schedule_retry: Callable[[list[int], float], None],
 ) -> dict[int, str]:
-    """Try each delivery once (one batch call per subscription) and commit; return id → status.
+    """Try each delivery once (one batch call per subscription); return id → status.
 
-    The rows stay locked from the check to the commit, so two messages for one delivery never
-    send it twice at once. ``schedule_retry(ids, seconds)`` is called before the commit when
-    another attempt is due, so a crash between the two re-sends rather than forgets. A message
-    that arrives before the delivery's next attempt is due (a stale duplicate: a later message
-    owns it) is ignored.
+    Runs inside the caller's writer unit of work, which commits right after (on SQLite it began
+    IMMEDIATE). The rows stay locked from the check to that commit, so two messages for one
+    delivery never send it twice at once. ``schedule_retry(ids, seconds)`` is called before
+    the commit when another attempt is due, so a crash between the two re-sends rather than
+    forgets. A message that arrives before the delivery's next attempt is due (a stale
+    duplicate: a later message owns it) is ignored.
     """
-    begin_write(session)
     now = datetime.now(UTC)
     statuses: dict[int, str] = {i: "missing" for i in delivery_ids}
     groups: dict[tuple[str, str], list[Delivery]] = {}
@@ -170,11 +169,9 @@ def attempt_deliveries(
         else:
             groups.setdefault((delivery.tenant, delivery.subscription_id), []).append(delivery)
     if not groups:
-        session.rollback()
         return statuses
     _pause_disabled(session, groups, statuses, now, schedule_retry)
     if not groups:
-        session.commit()
         return statuses
     retrying: list[tuple[Delivery, SendResult]] = []
     identities: dict[str, TenantAws | None] = {}
@@ -223,7 +220,6 @@ def attempt_deliveries(
         for delivery, _ in retrying:
             delivery.next_attempt_at = now + timedelta(seconds=delay)
         schedule_retry([d.id for d, _ in retrying], delay)
-    session.commit()
     return statuses
 
 

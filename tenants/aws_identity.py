@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from infra.db import begin_write
 from infra.limits import full_pattern
 from subscriptions.models import Subscription
 from tenants.models import Tenant
@@ -107,11 +106,9 @@ def _tenant(session: Session, tenant: str) -> Tenant:
 def allow_platform_credentials(session: Session, tenant: str, accounts: list[str]) -> list[str]:
     """Opt ``tenant`` in to the platform's credentials for ``accounts`` (added to those already
     allowed); return the accounts now allowed."""
-    begin_write(session)
     row = _tenant(session, tenant)
     allowed = sorted(set(_accounts(row.platform_accounts) or ()) | set(parse_accounts(accounts)))
     row.platform_accounts = " ".join(allowed)
-    session.commit()
     return allowed
 
 
@@ -123,7 +120,6 @@ def revoke_platform_credentials(session: Session, tenant: str,
     from subscriptions.contract import target_account
     from subscriptions.repository import deactivate_subscription
 
-    begin_write(session)
     row = _tenant(session, tenant)
     left = set(_accounts(row.platform_accounts) or ())
     left = left - set(parse_accounts(accounts)) if accounts is not None else set()
@@ -136,7 +132,6 @@ def revoke_platform_credentials(session: Session, tenant: str,
         if target_account(sub.destination_type, sub.target) not in left:
             deactivate_subscription(session, sub, PLATFORM_NOT_ALLOWED, now)
             stopped.append(sub.id)
-    session.commit()
     return stopped
 
 

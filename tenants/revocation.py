@@ -30,7 +30,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from infra.db import begin_write
+from infra.db import UnitOfWork
 from infra.timefmt import format_time
 from subscriptions.models import Delivery
 from tenants.auth import Credentials, Principal, add_client, hash_secret
@@ -94,24 +94,19 @@ def _tenant(session: Session, name: str) -> Tenant:
 
 def disable_tenant(session: Session, name: str) -> bool:
     """Disable the tenant; False when it already was."""
-    begin_write(session)
     row = _tenant(session, name)
     if row.disabled_at is not None:
-        session.rollback()
         return False
     row.disabled_at = datetime.now(UTC)
     _changed(session)
-    session.commit()
     return True
 
 
 def enable_tenant(session: Session, name: str) -> list[int]:
     """Enable the tenant again; its pending deliveries become due now. Returns their ids (to
     enqueue; their delayed messages would also bring them within PAUSE_RECHECK_SECONDS)."""
-    begin_write(session)
     row = _tenant(session, name)
     if row.disabled_at is None:
-        session.rollback()
         return []
     row.disabled_at = None
     now = datetime.now(UTC)
@@ -123,7 +118,6 @@ def enable_tenant(session: Session, name: str) -> list[int]:
                                                Delivery.status == "pending")
                         .values(next_attempt_at=now))
     _changed(session)
-    session.commit()
     return ids
 
 
@@ -158,15 +152,12 @@ def _client(session: Session, client_id: str) -> ApiClient:
 
 def revoke_client(session: Session, client_id: str) -> bool:
     """Revoke the client for good: no new tokens, its tokens refused. False if it already was."""
-    begin_write(session)
     row = _client(session, client_id)
     if not row.active:
-        session.rollback()
         return False
     row.active = False
     row.revoked_at = datetime.now(UTC)
     _changed(session)
-    session.commit()
     return True
 
 
@@ -174,10 +165,8 @@ def rotate_client(session: Session, client_id: str) -> Credentials:
     """Give the client a new secret; the old secret and every token issued before stop working."""
     import secrets
 
-    begin_write(session)
     row = _client(session, client_id)
     if not row.active:
-        session.rollback()
         raise UnknownClient(f"client {client_id!r} is revoked: create a new one")
     secret = secrets.token_urlsafe(32)
     row.secret_hash = hash_secret(secret)
@@ -188,7 +177,6 @@ def rotate_client(session: Session, client_id: str) -> Credentials:
     row.rotated_at = datetime.now(UTC)
     tenant = row.tenant
     _changed(session)
-    session.commit()
     return Credentials(tenant=tenant, client_id=client_id, client_secret=secret)
 
 
@@ -197,7 +185,6 @@ def rotate_client(session: Session, client_id: str) -> Credentials:
 def revoke_token(session: Session, jti: str, max_ttl_seconds: int) -> None:
     """Refuse the token with this jti from now on; kept until any token issued now would have
     expired (``max_ttl_seconds``: no token lives longer). Expired entries are dropped."""
-    begin_write(session)
     now = datetime.now(UTC)
     session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
     row = session.get(RevokedToken, jti)
@@ -205,15 +192,12 @@ def revoke_token(session: Session, jti: str, max_ttl_seconds: int) -> None:
         session.add(RevokedToken(jti=jti, revoked_at=now,
                                  expires_at=now + timedelta(seconds=max_ttl_seconds)))
     _changed(session)
-    session.commit()
 
 
 def revoke_operator_tokens(session: Session) -> int:
     """Refuse every operator token issued so far; returns the new operator generation."""
-    begin_write(session)
     generation = _bump(session, OPERATOR_GENERATION)
     _changed(session)
-    session.commit()
     return generation
 
 
@@ -307,11 +291,10 @@ class RevocationCache:
 
     def refresh(self) -> Snapshot:
         """Look at the epoch now; reload the snapshot when it moved."""
-        with self._sessions() as session:
-            epoch = current_epoch(session)
+        with UnitOfWork(self._sessions) as uow:  # a reader: nothing to commit
+            epoch = current_epoch(uow.session)
             if epoch != self._snapshot.epoch:
-                self._snapshot = load_snapshot(session)
-            session.rollback()
+                self._snapshot = load_snapshot(uow.session)
         self._loaded.set()
         return self._snapshot
 

@@ -130,6 +130,7 @@ def embedded(tmp_path: Any) -> Iterator[Any]:
     with runtime.sessions() as session:
         create_tenant(session, "acme")
         create_tenant(session, "globex")
+        session.commit()
     app = create_app(runtime=runtime)
     app.testing = True
     try:

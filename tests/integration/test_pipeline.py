@@ -45,6 +45,7 @@ def _ensure_tenant(runtime: Any, name: str) -> None:
     with runtime.sessions() as session:
         if not tenant_exists(session, name):
             create_tenant(session, name)
+        session.commit()
 
 
 def _stored(runtime: Any, tenant: str) -> list[str]:

@@ -480,6 +480,7 @@ def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy
         status = attempt_delivery(session, delivery_id, senders={"SQS": sender, "SNS": sender},
                                   box=box or runtime_of(app).box, policy=policy,
                                   schedule_retry=delays.append)
+        session.commit()  # what the deliver actor's unit of work does
     return status, delays
 
 
@@ -807,6 +808,7 @@ def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outco
             session, ids, senders={"SQS": sender, "SNS": sender}, box=runtime_of(app).box,
             policy=RetryPolicy(schedule=(10,), jitter=0),
             schedule_retry=lambda retry_ids, seconds: retried.append((retry_ids, seconds)))
+        session.commit()
     assert batches == [3]
     assert statuses == {ids[0]: "retrying", ids[1]: "succeeded", ids[2]: "succeeded"}
     assert retried == [([ids[0]], 10)]
@@ -818,6 +820,7 @@ def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outco
         again = attempt_deliveries(
             session, ids + [999_999], senders={"SQS": sender, "SNS": sender},
             box=runtime_of(app).box, policy=RetryPolicy(), schedule_retry=lambda *a: None)
+        session.commit()
     assert again == {ids[0]: "scheduled", ids[1]: "succeeded", ids[2]: "succeeded",
                      999_999: "missing"}
     assert batches == [3]

@@ -146,6 +146,7 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with make_session_factory(engine)() as session:
         create_tenant(session, "acme")
         create_tenant(session, "globex")
+        session.commit()
     engine.dispose()  # the last connection checkpoints the WAL into the file
     return path
 

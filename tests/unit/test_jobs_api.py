@@ -66,6 +66,7 @@ def template_db_path(factory: pytest.TempPathFactory) -> Path:
     with make_session_factory(engine)() as session:
         create_tenant(session, "acme")
         create_tenant(session, "globex")
+        session.commit()
     engine.dispose()  # the last connection checkpoints the WAL into the file
     _TEMPLATES[key] = path
     return path

@@ -58,6 +58,7 @@ def globex(app: Any) -> Caller:
 def quota(app: Any, tenant: str, **values: int | None) -> None:
     with runtime_of(app).sessions() as session:
         set_quotas(session, tenant, values)
+        session.commit()
 
 
 def post(caller: Caller, path: str, body: Any) -> Any:
