@@ -83,6 +83,7 @@ def stack(private_pg: str, redis_url: str, moto: MotoServer,
         session.commit()
     with runtime.sessions() as session:  # moto's queues are in its default account
         allow_platform_credentials(session, tenant, ["123456789012"])
+        session.commit()
     app = create_app(runtime=runtime)
     app.testing = True
     worker = dramatiq.Worker(runtime.broker, worker_threads=4, worker_timeout=50)
