@@ -13,7 +13,7 @@ from api.http import ApiError, json_body, json_response, request_body, validatio
 from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
 from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
-from infra.db import begin_write
+from infra.db import UnitOfWork
 from jobs.contract import JobError, JobExists, JobIn
 from jobs.models import RunStatus
 from jobs.quotas import check_jobs
@@ -70,15 +70,15 @@ def _domain(exc: JobError) -> ApiError:
 @require("jobs")
 def create() -> Response:
     data = _parse(json_body())
-    with _runtime().sessions() as session:
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
         try:
-            begin_write(session)
-            check_jobs(session, g.principal.tenant, _runtime().settings.quotas)
-            job = create_job(session, g.principal.tenant, data)
+            check_jobs(uow.session, g.principal.tenant, _runtime().settings.quotas)
+            job = create_job(uow.session, g.principal.tenant, data)
         except JobError as exc:
             raise _domain(exc) from None
         except QuotaExceeded as exc:
             raise quota_error(exc) from None
+        uow.commit()
         body = to_api(job)
     return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
 
@@ -91,18 +91,20 @@ def update(job_id: str) -> Response:
     if data.id is not None and data.id != job_id:
         raise ApiError(400, "id_mismatch", "a job's id cannot change",
                        [{"field": "id", "message": "must equal the path id", "type": "mismatch"}])
-    with _runtime().sessions() as session:
-        job = update_job(session, g.principal.tenant, job_id, data)
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
+        job = update_job(uow.session, g.principal.tenant, job_id, data)
         if job is None:
             raise _not_found()
+        uow.commit()
         return json_response(to_api(job))
 
 
 def _delete(job_id: str) -> Response:
     _check_id(job_id)
-    with _runtime().sessions() as session:
-        if not delete_job(session, g.principal.tenant, job_id):
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
+        if not delete_job(uow.session, g.principal.tenant, job_id):
             raise _not_found()
+        uow.commit()
     return Response(status=204)
 
 
@@ -180,13 +182,14 @@ def runs(job_id: str) -> Response:
 def run(job_id: str) -> Response:
     _check_id(job_id)
     runtime = _runtime()
-    with runtime.sessions() as session:
-        job = get_job(session, g.principal.tenant, job_id)
+    with UnitOfWork(runtime.sessions, write=True) as uow:
+        job = get_job(uow.session, g.principal.tenant, job_id)
         if job is None:
             raise _not_found()
         if job.deleted or not job.is_active:
             raise ApiError(409, "inactive", "a deleted or inactive job does not run")
-        run_id = run_now(session, job)
+        run_id = run_now(uow.session, job)
+        uow.commit()  # before the enqueue: the notify pool must find the run
     try:
         enqueue_runs(runtime.broker, [run_id])
     except BrokerUnavailable as exc:
@@ -195,7 +198,7 @@ def run(job_id: str) -> Response:
         log.warning("run %s deferred to the scheduler: %s", run_id, exc)
         return json_response({"run_id": cipher().encode("run", run_id), "status": "deferred"},
                              202)
-    with runtime.sessions() as session:
-        mark_enqueued(session, [run_id])
-    return json_response({"run_id": cipher().encode("run", run_id), "status": RunStatus.QUEUED},
-                         202)
+    with UnitOfWork(runtime.sessions, write=True) as uow:
+        mark_enqueued(uow.session, [run_id])
+        uow.commit()
+    return json_response({"run_id": cipher().encode("run", run_id), "status": RunStatus.QUEUED}, 202)

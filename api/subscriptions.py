@@ -16,7 +16,7 @@ from api.security import require
 from events.contract import new_event_id
 from infra.broker.dispatch import BrokerUnavailable, enqueue_deliveries
 from infra.crypto import SecretsUnavailable
-from infra.db import begin_write
+from infra.db import UnitOfWork
 from infra.opaque import DOMAIN
 from infra.timefmt import format_time
 from subscriptions.contract import SubscriptionError, SubscriptionExists, SubscriptionIn
@@ -80,16 +80,16 @@ def _not_found() -> ApiError:
 @require("subscriptions")
 def create() -> Response:
     data = _parse_subscription(json_body())
-    with _runtime().sessions() as session:
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
         try:
-            begin_write(session)
-            check_subscriptions(session, g.principal.tenant, _runtime().settings.quotas)
-            sub = create_subscription(session, g.principal.tenant, data, _runtime().box)
+            check_subscriptions(uow.session, g.principal.tenant, _runtime().settings.quotas)
+            sub = create_subscription(uow.session, g.principal.tenant, data, _runtime().box)
         except SubscriptionError as exc:
             raise _domain_error(exc) from None
         except QuotaExceeded as exc:
             raise quota_error(exc) from None
-        [body] = _shown(session, [sub])
+        uow.commit()
+        [body] = _shown(uow.session, [sub])
     return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
 
 
@@ -98,14 +98,16 @@ def _update(sub_id: str, body: Any) -> Response:
     if data.id is not None and data.id != sub_id:
         raise ApiError(400, "id_mismatch", "the id in the body differs from the one in the path",
                        [{"field": "id", "message": "must equal the path id", "type": "mismatch"}])
-    with _runtime().sessions() as session:
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
         try:
-            sub = update_subscription(session, g.principal.tenant, sub_id, data, _runtime().box)
+            sub = update_subscription(uow.session, g.principal.tenant, sub_id, data,
+                                      _runtime().box)
         except SubscriptionError as exc:
             raise _domain_error(exc) from None
         if sub is None:
             raise _not_found()
-        return json_response(_shown(session, [sub])[0])
+        uow.commit()
+        return json_response(_shown(uow.session, [sub])[0])
 
 
 @bp.put(BASE)
@@ -163,14 +165,13 @@ def get_one(sub_id: str) -> Response:
 @require("subscriptions")
 def deactivate(sub_id: str) -> Response:
     _check_id(sub_id)
-    with _runtime().sessions() as session:
-        begin_write(session)
-        sub = get_subscription(session, g.principal.tenant, sub_id)
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
+        sub = get_subscription(uow.session, g.principal.tenant, sub_id)
         if sub is None:
             raise _not_found()
         if sub.active:
-            deactivate_subscription(session, sub, "deactivated by request", datetime.now(UTC))
-            session.commit()
+            deactivate_subscription(uow.session, sub, "deactivated by request", datetime.now(UTC))
+            uow.commit()
     return json_response({"body": {}, "statusCode": "ACCEPTED", "statusCodeValue": 202})
 
 
@@ -178,9 +179,10 @@ def deactivate(sub_id: str) -> Response:
 @require("subscriptions")
 def delete(sub_id: str) -> Response:
     _check_id(sub_id)
-    with _runtime().sessions() as session:
-        if not delete_subscription(session, g.principal.tenant, sub_id):
+    with UnitOfWork(_runtime().sessions, write=True) as uow:
+        if not delete_subscription(uow.session, g.principal.tenant, sub_id):
             raise _not_found()
+        uow.commit()
     return Response(status=204)
 
 
@@ -235,8 +237,8 @@ def replay(sub_id: str) -> Response:
         raise ApiError(400, "invalid_replay", "send {\"since\": ..., \"until\": ...} (RFC 3339)",
                        validation_details(exc)) from None
     runtime = _runtime()
-    with runtime.sessions() as session:
-        begin_write(session)
+    with UnitOfWork(runtime.sessions, write=True) as uow:
+        session = uow.session
         sub = get_subscription(session, g.principal.tenant, sub_id)
         if sub is None:
             raise _not_found()
@@ -255,7 +257,7 @@ def replay(sub_id: str) -> Response:
                 "replay_events", limit,
                 f"more than {limit} events match, the tenant's quota for one replay: replay a "
                 "shorter range"))
-        session.commit()
+        uow.commit()  # before the enqueue: the deliver pool must find the deliveries
     try:
         queued = enqueue_deliveries(runtime.broker, ids)
     except BrokerUnavailable as exc:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from api import token_guard
 from api.http import BODY_LIMIT, ApiError, accept_body, json_response
 from config.settings import Settings
+from infra.db import UnitOfWork
 from tenants.auth import InvalidClient, InvalidScope, authenticate_client, mint_token, parse_scopes
 from tenants.revocation import disabled_tenants
 
@@ -125,12 +126,14 @@ def issue_token() -> Response:
     check = token_guard.bounded_slow_check()
     failed = False
     try:
-        with runtime.sessions() as session:
+        with UnitOfWork(runtime.sessions) as uow:
+            session = uow.session
             try:
                 client = authenticate_client(
                     session, client_id, client_secret,
                     fingerprint_key=runtime.settings.token_secret, slow_check=check)
                 check.record(True)
+                uow.commit()  # a secret fingerprint backfilled by the check
             except InvalidClient:
                 check.record(False)
                 failed = True

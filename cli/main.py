@@ -42,7 +42,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
-    from infra.db import make_engine, make_session_factory, upgrade
+    from infra.db import UnitOfWork, make_engine, make_session_factory, upgrade
     from tenants.auth import AuthError, create_tenant
 
     settings = _settings()
@@ -50,8 +50,9 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
         upgrade(settings.database_url)  # the embedded default needs no separate step
     engine = make_engine(settings.database_url)
     try:
-        with make_session_factory(engine)() as session:
-            creds = create_tenant(session, args.name)
+        with UnitOfWork(make_session_factory(engine), write=True) as uow:
+            creds = create_tenant(uow.session, args.name)
+            uow.commit()
     except AuthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -200,15 +201,16 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_limits(args: argparse.Namespace) -> int:
-    from infra.db import make_engine, make_session_factory
+    from infra.db import UnitOfWork, make_engine, make_session_factory
     from tenants.auth import InvalidRateLimit, UnknownTenant, set_rate_limit
 
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
-        with make_session_factory(engine)() as session:
-            set_rate_limit(session, args.name, None if args.reset else args.per_second,
+        with UnitOfWork(make_session_factory(engine), write=True) as uow:
+            set_rate_limit(uow.session, args.name, None if args.reset else args.per_second,
                            None if args.reset else args.burst)
+            uow.commit()
     except (UnknownTenant, InvalidRateLimit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -220,16 +222,18 @@ def cmd_tenant_limits(args: argparse.Namespace) -> int:
 
 
 def _tenant_session(func):  # type: ignore[no-untyped-def]
-    """Run ``func(session)`` on the configured database; unknown tenants and bad account ids
-    exit 1 with the message."""
-    from infra.db import make_engine, make_session_factory
+    """Run ``func(session)`` on the configured database in one writer unit of work, committed
+    when it returns; unknown tenants and bad account ids exit 1 with the message."""
+    from infra.db import UnitOfWork, make_engine, make_session_factory
     from tenants.aws_identity import InvalidAccount, UnknownTenant
 
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
-        with make_session_factory(engine)() as session:
-            return func(session)
+        with UnitOfWork(make_session_factory(engine), write=True) as uow:
+            result = func(uow.session)
+            uow.commit()
+            return result
     except (UnknownTenant, InvalidAccount) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -376,13 +380,14 @@ def _dlq_embedded(args: argparse.Namespace, settings: Settings) -> int:
 
     from infra.broker import deadletter_store as deadletters
     from infra.broker.deadletters import QUEUES, DeadLetter
-    from infra.db import make_engine, make_session_factory, upgrade
+    from infra.db import UnitOfWork, make_engine, make_session_factory, upgrade
 
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     queues = [args.queue] if args.queue else list(QUEUES)
     try:
-        with make_session_factory(engine)() as session:
+        with UnitOfWork(make_session_factory(engine), write=True) as uow:
+            session = uow.session
             for queue in queues:
                 if args.dlq_command == "list":
                     for row in deadletters.listed(session, queue, args.limit):
@@ -394,6 +399,7 @@ def _dlq_embedded(args: argparse.Namespace, settings: Settings) -> int:
                           file=sys.stderr)
                 elif args.dlq_command == "retry":
                     n = deadletters.request_retry(session, queue, args.id or None)
+                    uow.commit()
                     print(f"{queue}: re-enqueue requested for {n} (eventcollector dev does it "
                           f"within a scheduler tick)")
                 else:
@@ -401,7 +407,9 @@ def _dlq_embedded(args: argparse.Namespace, settings: Settings) -> int:
                         print("error: purge deletes messages for good; add --yes",
                               file=sys.stderr)
                         return 1
-                    print(f"{queue}: purged {deadletters.purge(session, queue)}")
+                    purged = deadletters.purge(session, queue)
+                    uow.commit()
+                    print(f"{queue}: purged {purged}")
     finally:
         engine.dispose()
     return 0
@@ -454,7 +462,7 @@ def _quarantined(sessions: object, args: argparse.Namespace, limit: int | None) 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from events.quarantine import details, document_of, purge
-    from infra.db import make_engine, make_session_factory, upgrade
+    from infra.db import UnitOfWork, make_engine, make_session_factory, upgrade
 
     settings = _settings()
     if settings.is_sqlite:
@@ -476,8 +484,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 print("error: purge deletes quarantined events for good (they were accepted with "
                       "a 201 and are stored nowhere else); add --yes", file=sys.stderr)
                 return 1
-            with sessions() as session:
-                print(f"purged {purge(session, tenant=args.tenant, event_ids=args.id or None)}")
+            with UnitOfWork(sessions, write=True) as uow:
+                purged = purge(uow.session, tenant=args.tenant, event_ids=args.id or None)
+                uow.commit()
+            print(f"purged {purged}")
             return 0
         return _redrive(settings, sessions, _quarantined(sessions, args, None))
     finally:
@@ -489,7 +499,7 @@ def _redrive(settings: Settings, sessions: object, rows: list[object]) -> int:
     from events.quarantine import document_of
     from infra.broker.dispatch import enqueue_deliveries
     from subscriptions.matching import IndexCache
-    from workers.persist import redrive
+    from subscriptions.persist import redrive
 
     broker = None
     if settings.redis_url:
@@ -546,7 +556,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from api.app import create_app
     from config.runtime import build_runtime
     from infra.broker.queues import PERSIST_QUEUE
-    from infra.db import begin_write, upgrade
+    from infra.db import UnitOfWork, upgrade
     from scheduler.loop import run_forever
     from tenants.auth import SCOPES, create_tenant, mint_token, tenant_exists
     from tenants.revocation import operator_generation
@@ -577,10 +587,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
                          request_handler=_QuietRequestHandler, fd=listener.fileno())
     # The demo tenant first, before the pools and the scheduler write to the same SQLite file;
     # as a writer from the start (a read then a write fails on SQLite if another wrote between).
-    with runtime.sessions() as session:
-        begin_write(session)
-        if not tenant_exists(session, args.tenant):
-            creds = create_tenant(session, args.tenant)
+    with UnitOfWork(runtime.sessions, write=True) as uow:
+        if not tenant_exists(uow.session, args.tenant):
+            creds = create_tenant(uow.session, args.tenant)
+            uow.commit()
             print(f"created tenant {creds.tenant!r}: client_id={creds.client_id} "
                   f"client_secret={creds.client_secret} (shown once)")
     dramatiq.set_broker(runtime.broker)

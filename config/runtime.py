@@ -23,7 +23,7 @@ from infra.broker.ratelimit import (
     RedisRateLimiter,
 )
 from infra.crypto import SecretBox
-from infra.db import make_engine, make_session_factory
+from infra.db import UnitOfWork, make_engine, make_session_factory
 from jobs.mailers.base import Mailer
 from subscriptions.senders.base import Sender
 from subscriptions.service import DeliveryRetryPolicy
@@ -143,8 +143,9 @@ def _keeper(sessions: sessionmaker[Session]) -> Keep:
     from infra.broker import deadletter_store as deadletters
 
     def keep(queue: str, message_id: str, encoded: str) -> None:
-        with sessions() as session:
-            deadletters.keep(session, queue, message_id, encoded)
+        with UnitOfWork(sessions, write=True) as uow:
+            deadletters.keep(uow.session, queue, message_id, encoded)
+            uow.commit()
 
     return keep
 

@@ -118,15 +118,13 @@ def list_quarantined(session: Session, *, tenant: str | None, event_ids: list[st
 
 
 def purge(session: Session, *, tenant: str | None, event_ids: list[str] | None = None) -> int:
-    """Delete quarantined events for good (all, a tenant's, or the given ids); commits."""
+    """Delete quarantined events for good (all, a tenant's, or the given ids)."""
     stmt = delete(QuarantinedEvent)
     if tenant is not None:
         stmt = stmt.where(QuarantinedEvent.tenant == tenant)
     if event_ids:
         stmt = stmt.where(QuarantinedEvent.event_id.in_(event_ids))
-    n = int(session.execute(stmt).rowcount or 0)
-    session.commit()
-    return n
+    return int(session.execute(stmt).rowcount or 0)
 
 
 def document_of(row: QuarantinedEvent) -> dict[str, Any]:

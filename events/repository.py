@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from events.contract import body_hash
 from events.models import EventRecord
-from infra.db import begin_write
 from infra.timefmt import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -141,8 +140,7 @@ def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) 
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQ_LOCK_KEY})
         inserted = _insert_recordset(session, rows)
-    else:
-        begin_write(session)
+    else:  # the caller's writer unit of work began IMMEDIATE
         inserted = _insert_sqlite(session, tenant, rows)
     skipped = [r for r in rows if r["event_id"] not in inserted]
     if skipped:

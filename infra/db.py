@@ -1,4 +1,5 @@
-"""Engines and sessions for PostgreSQL (psycopg 3) and SQLite, and the migration runner."""
+"""Engines and sessions for PostgreSQL (psycopg 3) and SQLite, the unit of work that owns every
+transaction, and the migration runner."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            # Workers ask for IMMEDIATE (see begin_write): they wait for the write lock up front
+            # A writer UnitOfWork asks for IMMEDIATE: it waits for the write lock up front
             # instead of failing "database is locked" when upgrading a read transaction.
             mode = conn.get_execution_options().get("sqlite_begin", "")
             conn.exec_driver_sql(f"BEGIN {mode}".strip())
@@ -104,14 +105,59 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(cfg, revision)
 
 
-def begin_write(session: Session) -> None:
-    """Start ``session``'s transaction as a writer (SQLite: BEGIN IMMEDIATE; PostgreSQL: as is).
+class UnitOfWork:
+    """The one owner of a transaction: ``with UnitOfWork(sessions, write=True) as uow:`` opens a
+    session, work goes through ``uow.session``, and nothing is kept unless ``uow.commit()`` is
+    called: leaving the block (normally or by an exception) rolls back what was not committed
+    and closes the session. Commit is explicit, so the point where work becomes durable is
+    visible in the code that owns it (a send or an enqueue placed after it).
 
-    Call first thing in a unit of work that reads and then writes, so that on SQLite it waits for
-    other writers rather than failing half-way (and, for a delivery, sending twice).
+    A writer (``write=True``) begins every transaction of its session with ``BEGIN IMMEDIATE``
+    on SQLite: it waits for other writers up front instead of failing "database is locked" when
+    a read transaction turns into a write half-way (and, for a delivery, sending twice).
+    PostgreSQL begins as usual. A reader begins deferred and commits nothing.
+
+    Repositories and feature functions take a session and never commit or roll back. After
+    ``commit()`` the same session may go on (a writer's next transaction begins IMMEDIATE
+    again) and must commit again to keep that work. A unit of work may be entered again once
+    it has been left (a fresh session each time); entering it while it is open raises.
     """
-    if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
-        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+    def __init__(self, sessions: sessionmaker[Session], *, write: bool = False) -> None:
+        self._sessions = sessions
+        self.write = write
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open: use it in a with block")
+        return self._session
+
+    def __enter__(self) -> UnitOfWork:
+        if self._session is not None:
+            raise RuntimeError("this unit of work is already open: nested use is not allowed")
+        session = self._sessions()
+        if self.write:
+            bind = session.get_bind()
+            if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+                # The same pool and events; only the BEGIN differs (make_engine's hook).
+                session.bind = bind.execution_options(sqlite_begin="IMMEDIATE")
+        self._session = session
+        return self
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def __exit__(self, *exc: object) -> None:
+        session, self._session = self.session, None
+        try:
+            session.rollback()
+        finally:
+            session.close()
 
 
 # SQLSTATE classes the driver reports as an OperationalError although no retry can help:

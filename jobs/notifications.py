@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from infra.db import begin_write
+from infra.db import UnitOfWork
 from infra.retry import RetryPolicy
 from jobs.compose import Planned, plan
 from jobs.mailers.base import MAX_PERSONALIZATIONS, Mailer, Recipient
@@ -51,11 +51,12 @@ def _recipient(job: Job, planned: Planned) -> Recipient:
 
 
 def run_notifications(
-    session: Session, run_id: int, *, mailer: Mailer,
+    sessions: sessionmaker[Session], run_id: int, *, mailer: Mailer,
     schedule_retry: Callable[[float], None], batch_size: int = MAX_PERSONALIZATIONS,
     shown_run_id: Callable[[int], int] = lambda run_id: run_id,
 ) -> str:
-    """Carry out run ``run_id``; commit after each batch; return the run's status.
+    """Carry out run ``run_id`` in one writer unit of work that commits the plan, then each
+    batch, then the end; return the run's status.
 
     ``shown_run_id`` gives the run id as the API shows it to the tenant (opaque: store.opaque);
     it is the ``run_id`` custom argument SendGrid reports back to the tenant.
@@ -63,23 +64,29 @@ def run_notifications(
     Customers already mailed in this run are never mailed again: a retry plans afresh and
     leaves them out.
     """
-    begin_write(session)
+    with UnitOfWork(sessions, write=True) as uow:
+        return _carry_out(uow, run_id, mailer=mailer, schedule_retry=schedule_retry,
+                          batch_size=batch_size, shown_run_id=shown_run_id)
+
+
+def _carry_out(uow: UnitOfWork, run_id: int, *, mailer: Mailer,
+               schedule_retry: Callable[[float], None], batch_size: int,
+               shown_run_id: Callable[[int], int]) -> str:
+    session = uow.session
     run = _lock_run(session, run_id)
     if run is None or RunStatus(run.status).finished:
-        session.rollback()
         return run.status if run else "missing"
     job = session.get(Job, run.job_pk)
     if job is None or job.deleted or (run.trigger == RunTrigger.SCHEDULE and not fires(job)):
         run.cancel("job deleted or inactive", datetime.now(UTC))
-        session.commit()
+        uow.commit()
         return RunStatus.CANCELLED
     if disabled_tenants(session, {job.tenant}):  # store.revocation: its jobs pause
         run.cancel("tenant disabled", datetime.now(UTC))
-        session.commit()
+        uow.commit()
         return RunStatus.CANCELLED
     now = datetime.now(UTC)
     if run.leased(now):
-        session.rollback()
         raise RunBusy(f"run {run_id} is being carried out by another worker")
     run.start(now, LEASE)
     planned, skipped = plan(session, job)
@@ -88,14 +95,13 @@ def run_notifications(
     todo = [p for p in planned if p.picks and p.customer_id not in done]
     run.recipients = len(done) + len(todo)
     run.skipped = skipped
-    session.commit()
+    uow.commit()
 
     custom_args = {"tenant": job.tenant, "job_id": job.id, "run_id": str(shown_run_id(run.id))}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         result = mailer.send(job.template_id, [_recipient(job, p) for p in chunk], custom_args)
-        begin_write(session)
-        run = _lock_run(session, run_id)
+        run = _lock_run(session, run_id)  # a new transaction (IMMEDIATE on SQLite)
         assert run is not None
         now = datetime.now(UTC)
         run.renew(now, LEASE)
@@ -107,13 +113,13 @@ def run_notifications(
                 for pick in p.picks:
                     pick.remember(pick.item)
             run.sent += len(chunk)
-            session.commit()
+            uow.commit()
             continue
         if result.transient and RETRY.may_retry(run.attempts):
             delay = RETRY.delay(run.attempts, result.retry_after)
             run.retry_later(result.error)
             schedule_retry(delay)
-            session.commit()
+            uow.commit()
             log.warning("run %s: mail send failed (%s), retrying in %.0f s", run_id, result.error,
                         delay)
             return RunStatus.RETRYING
@@ -123,10 +129,9 @@ def run_notifications(
                                      at=now))
         run.failed += len(chunk)
         run.error = (result.error or "")[:1024]
-        session.commit()
-    begin_write(session)
+        uow.commit()
     run = _lock_run(session, run_id)
     assert run is not None
     run.complete(datetime.now(UTC))
-    session.commit()
+    uow.commit()
     return run.status

@@ -12,7 +12,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from events.contract import new_event_id
-from infra.db import begin_write
 from infra.timefmt import format_time
 from jobs.contract import JobExists, JobIn
 from jobs.models import Job, JobRun, RunStatus, RunTrigger
@@ -45,7 +44,6 @@ def _apply(job: Job, data: JobIn, now: datetime) -> None:
 
 
 def create_job(session: Session, tenant: str, data: JobIn) -> Job:
-    begin_write(session)
     now = datetime.now(UTC)
     job_id = data.id or new_event_id()
     if get_job(session, tenant, job_id) is not None:
@@ -53,30 +51,26 @@ def create_job(session: Session, tenant: str, data: JobIn) -> Job:
     job = Job(id=job_id, tenant=tenant, created_at=now)
     _apply(job, data, now)
     session.add(job)
-    session.commit()
+    session.flush()  # its pk, as a commit would give it
     return job
 
 
 def update_job(session: Session, tenant: str, job_id: str, data: JobIn) -> Job | None:
-    begin_write(session)
     job = get_job(session, tenant, job_id)
     if job is None:
         return None
     _apply(job, data, datetime.now(UTC))
-    session.commit()
     return job
 
 
 def delete_job(session: Session, tenant: str, job_id: str) -> bool:
     """Soft delete: the job stays visible with ``deleted=true`` and never fires again."""
-    begin_write(session)
     job = get_job(session, tenant, job_id)
     if job is None:
         return False
     job.deleted = True
     job.next_run_at = None
     job.updated_at = datetime.now(UTC)
-    session.commit()
     return True
 
 
@@ -158,15 +152,13 @@ def _insert_run(session: Session, job: Job, fire_time: datetime, trigger: str,
 
 
 def run_now(session: Session, job: Job) -> int:
-    """A manual run (POST /jobs/{id}/run); committed, to be enqueued by the caller."""
-    begin_write(session)
+    """A manual run (POST /jobs/{id}/run), to be enqueued by the caller once committed."""
     now = datetime.now(UTC)
     run_id = _insert_run(session, job, now, RunTrigger.MANUAL, now)
     if run_id is None:  # two manual runs in the same microsecond
         run_id = _insert_run(session, job, now + timedelta(microseconds=1), RunTrigger.MANUAL,
                                 now)
     assert run_id is not None
-    session.commit()
     return run_id
 
 
@@ -178,12 +170,11 @@ class TickResult:
 
 def tick(session: Session, now: datetime, *, batch: int = 100,
          stale_after: timedelta = timedelta(seconds=30)) -> TickResult:
-    """Fire every due job once for its latest slot (missed slots coalesce) and commit.
+    """Fire every due job once for its latest slot (missed slots coalesce); the caller commits.
 
     Several schedulers may run this at once: rows are claimed with SKIP LOCKED on PostgreSQL,
     and a run is unique per (job, fire time), so each slot fires exactly once.
     """
-    begin_write(session)
     stmt = select(Job).where(
         Job.next_run_at.is_not(None), Job.next_run_at <= now, Job.deleted.is_(False),
         Job.is_active.is_(True), Job.is_scheduled.is_(True),
@@ -202,12 +193,10 @@ def tick(session: Session, now: datetime, *, batch: int = 100,
             job.last_fire_time = slot
             job.last_run_at = now
         job.next_run_at = schedule.next_after(now)
-    session.commit()
     stale = list(session.execute(
         select(JobRun.id).where(JobRun.status == RunStatus.QUEUED, JobRun.enqueued_at.is_(None),
                                 JobRun.created_at < now - stale_after).limit(batch)
     ).scalars())
-    session.rollback()
     return TickResult(fired=fired, stale=stale)
 
 
@@ -216,4 +205,3 @@ def mark_enqueued(session: Session, run_ids: list[int]) -> None:
         return
     session.execute(update(JobRun).where(JobRun.id.in_(run_ids), JobRun.enqueued_at.is_(None))
                     .values(enqueued_at=datetime.now(UTC)))
-    session.commit()

@@ -11,6 +11,7 @@ import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.broker.dispatch import enqueue_deliveries, enqueue_runs
+from infra.db import UnitOfWork
 from jobs.repository import mark_enqueued, tick
 from subscriptions.deliveries import overdue_deliveries
 
@@ -20,14 +21,16 @@ log = logging.getLogger(__name__)
 def tick_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
               now: datetime | None = None, *, resend_after: float = 30.0) -> list[int]:
     """One tick: commit the due runs, then enqueue them (and any a crash left unsent)."""
-    with sessions() as session:
-        result = tick(session, now or datetime.now(UTC),
+    with UnitOfWork(sessions, write=True) as uow:
+        result = tick(uow.session, now or datetime.now(UTC),
                       stale_after=timedelta(seconds=resend_after))
+        uow.commit()
     runs = result.fired + result.stale
     if runs:
         enqueue_runs(broker, runs)
-        with sessions() as session:
-            mark_enqueued(session, runs)
+        with UnitOfWork(sessions, write=True) as uow:
+            mark_enqueued(uow.session, runs)
+            uow.commit()
         log.info("fired %d job run(s), re-sent %d", len(result.fired), len(result.stale))
     return runs
 
@@ -39,8 +42,8 @@ def sweep_once(sessions: sessionmaker[Session], broker: dramatiq.Broker,
     A copy of a message still in the queue is harmless: a delivery already sent, or not yet
     due, is skipped by the deliver pool.
     """
-    with sessions() as session:
-        ids = overdue_deliveries(session, now or datetime.now(UTC), older_than)
+    with UnitOfWork(sessions) as uow:
+        ids = overdue_deliveries(uow.session, now or datetime.now(UTC), older_than)
     if ids:
         enqueue_deliveries(broker, ids)
         log.warning("re-enqueued %d overdue deliveries", len(ids))
@@ -53,11 +56,11 @@ def redrive_requested(sessions: sessionmaker[Session], broker: dramatiq.Broker) 
     from infra.broker.deadletter_store import take_requested
     from infra.broker.embedded import redrive
 
-    with sessions() as session:
-        rows = take_requested(session)
+    with UnitOfWork(sessions, write=True) as uow:
+        rows = take_requested(uow.session)
         for row in rows:
             redrive(broker, row.queue, row.message)
-        session.commit()
+        uow.commit()  # only after enqueueing: a crash before leaves them requested
     if rows:
         log.info("re-enqueued %d dead letters", len(rows))
     return len(rows)

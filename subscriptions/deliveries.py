@@ -10,7 +10,6 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from events.models import EventRecord
-from infra.db import begin_write
 from infra.timefmt import format_time
 from subscriptions.matching import MatchRule, SubscriptionIndex
 from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
@@ -153,8 +152,7 @@ def pending_by_event(session: Session, tenant: str,
 
 def resume_paused(session: Session, tenant: str) -> list[int]:
     """An enabled tenant's pending deliveries become due now. Returns their ids (to enqueue;
-    their delayed messages would also bring them within PAUSE_RECHECK_SECONDS); commits."""
-    begin_write(session)
+    their delayed messages would also bring them within PAUSE_RECHECK_SECONDS); the caller commits."""
     now = datetime.now(UTC)
     ids = list(session.execute(select(Delivery.id).where(
         Delivery.tenant == tenant, Delivery.status == DeliveryStatus.PENDING).order_by(
@@ -163,5 +161,4 @@ def resume_paused(session: Session, tenant: str) -> list[int]:
         session.execute(update(Delivery).where(Delivery.tenant == tenant,
                                                Delivery.status == DeliveryStatus.PENDING)
                         .values(next_attempt_at=now))
-    session.commit()
     return ids

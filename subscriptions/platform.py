@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from infra.db import begin_write
 from subscriptions.contract import target_account
 from subscriptions.models import Subscription
 from subscriptions.repository import deactivate_subscription
@@ -27,8 +26,7 @@ def revoke_platform_credentials(session: Session, tenant: str,
                                 accounts: list[str] | None) -> list[str]:
     """Take ``accounts`` (None: all) out of the tenant's opt-in, and deactivate at once, with
     ``PLATFORM_NOT_ALLOWED``, its active platform-credential subscriptions no longer allowed;
-    return their ids. (The deliver pool re-checks before each send as well.)"""
-    begin_write(session)
+    return their ids (the caller commits; the deliver pool re-checks before each send as well)."""
     left = remove_platform_accounts(session, tenant, accounts)
     now = datetime.now(UTC)
     stopped = []
@@ -38,7 +36,6 @@ def revoke_platform_credentials(session: Session, tenant: str,
         if target_account(sub.destination_type, sub.target) not in left:
             deactivate_subscription(session, sub, PLATFORM_NOT_ALLOWED, now)
             stopped.append(sub.id)
-    session.commit()
     return stopped
 
 

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from events.contract import new_event_id
 from infra.crypto import SecretBox, SecretsUnavailable
-from infra.db import begin_write
 from infra.timefmt import format_time
 from subscriptions.contract import ACCESS_KEY_RE, MASK, SubscriptionError, SubscriptionExists, SubscriptionIn
 from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
@@ -100,7 +99,6 @@ def _apply_common(sub: Subscription, data: SubscriptionIn, now: datetime) -> Non
 
 
 def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box: SecretBox) -> Subscription:
-    begin_write(session)
     now = datetime.now(UTC)
     sub_id = data.id or new_event_id()
     if get_subscription(session, tenant, sub_id) is not None:
@@ -111,14 +109,13 @@ def create_subscription(session: Session, tenant: str, data: SubscriptionIn, box
         sub.deactivate("created inactive", now)
     session.add(sub)
     _bump_version(session, tenant)
-    session.commit()
+    session.flush()  # its pk, as a commit would give it
     return sub
 
 
 def update_subscription(
     session: Session, tenant: str, sub_id: str, data: SubscriptionIn, box: SecretBox
 ) -> Subscription | None:
-    begin_write(session)
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return None
@@ -128,7 +125,6 @@ def update_subscription(
     if was_active and not data.active:
         sub.deactivate("deactivated by update", now)
     _bump_version(session, tenant)
-    session.commit()
     return sub
 
 
@@ -163,7 +159,6 @@ def deactivate_subscription(session: Session, sub: Subscription, reason: str, no
 
 
 def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
-    begin_write(session)
     sub = get_subscription(session, tenant, sub_id)
     if sub is None:
         return False
@@ -178,7 +173,6 @@ def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
     )
     session.delete(sub)
     _bump_version(session, tenant)
-    session.commit()
     return True
 
 

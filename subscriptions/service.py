@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from events.repository import get_events, to_document
 from infra.crypto import SecretBox, SecretsUnavailable
-from infra.db import begin_write
 from infra.limits import full_pattern
 from infra.retry import RetryPolicy
 from subscriptions.contract import target_account
@@ -136,15 +135,15 @@ def attempt_deliveries(
     policy: DeliveryRetryPolicy,
     schedule_retry: Callable[[list[int], float], None],
 ) -> dict[int, str]:
-    """Try each delivery once (one batch call per subscription) and commit; return id → status.
+    """Try each delivery once (one batch call per subscription); return id → status.
 
-    The rows stay locked from the check to the commit, so two messages for one delivery never
-    send it twice at once. ``schedule_retry(ids, seconds)`` is called before the commit when
-    another attempt is due, so a crash between the two re-sends rather than forgets. A message
-    that arrives before the delivery's next attempt is due (a stale duplicate: a later message
-    owns it) is ignored.
+    Runs inside the caller's writer unit of work, which commits right after (on SQLite it began
+    IMMEDIATE). The rows stay locked from the check to that commit, so two messages for one
+    delivery never send it twice at once. ``schedule_retry(ids, seconds)`` is called before
+    the commit when another attempt is due, so a crash between the two re-sends rather than
+    forgets. A message that arrives before the delivery's next attempt is due (a stale
+    duplicate: a later message owns it) is ignored.
     """
-    begin_write(session)
     now = datetime.now(UTC)
     statuses: dict[int, str] = {i: Outcome.MISSING for i in delivery_ids}
     groups: dict[tuple[str, str], list[Delivery]] = {}
@@ -157,11 +156,9 @@ def attempt_deliveries(
         else:
             groups.setdefault((delivery.tenant, delivery.subscription_id), []).append(delivery)
     if not groups:
-        session.rollback()
         return statuses
     _pause_disabled(session, groups, statuses, now, schedule_retry)
     if not groups:
-        session.commit()
         return statuses
     retrying: list[tuple[Delivery, SendResult]] = []
     identities: dict[str, TenantAws | None] = {}
@@ -209,7 +206,6 @@ def attempt_deliveries(
         for delivery, _ in retrying:
             delivery.schedule_retry(now + timedelta(seconds=delay))
         schedule_retry([d.id for d, _ in retrying], delay)
-    session.commit()
     return statuses
 
 

@@ -119,21 +119,16 @@ def create_tenant(session: Session, name: str) -> Credentials:
     session.add(Tenant(name=name, created_at=now))
     try:
         session.flush()
-    except IntegrityError:
-        session.rollback()
+    except IntegrityError:  # the caller's unit of work rolls back
         raise TenantExists(f"tenant {name!r} already exists") from None
-    creds = _new_client(session, name, now)
-    session.commit()
-    return creds
+    return _new_client(session, name, now)
 
 
 def add_client(session: Session, tenant: str) -> Credentials:
     """Issue another client id/secret for an existing tenant."""
     if session.execute(select(Tenant).where(Tenant.name == tenant)).scalar_one_or_none() is None:
         raise UnknownTenant(f"no tenant named {tenant!r}")
-    creds = _new_client(session, tenant, datetime.now(UTC))
-    session.commit()
-    return creds
+    return _new_client(session, tenant, datetime.now(UTC))
 
 
 def new_secret() -> tuple[str, str]:
@@ -227,8 +222,7 @@ def verify_client_secret(session: Session, client: ApiClient | None, secret: str
                 return False
     ok = slow_check(secret, stored_hash) and known
     if ok and client is not None and fingerprint and client.secret_fingerprint != fingerprint:
-        client.secret_fingerprint = fingerprint  # lazily backfilled on a successful check
-        session.commit()
+        client.secret_fingerprint = fingerprint  # lazily backfilled (the caller commits)
     return ok
 
 
@@ -327,7 +321,6 @@ def set_rate_limit(session: Session, tenant: str, per_second: float | None,
         raise UnknownTenant(f"no tenant named {tenant!r}")
     row.rate_per_second = per_second
     row.rate_burst = burst
-    session.commit()
 
 
 def rate_limits(session: Session, tenant: str) -> tuple[float | None, int | None]:

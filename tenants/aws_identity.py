@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from infra.db import begin_write
 from infra.limits import full_pattern
 from tenants.models import Tenant
 
@@ -98,11 +97,9 @@ def _tenant(session: Session, tenant: str) -> Tenant:
 def allow_platform_credentials(session: Session, tenant: str, accounts: list[str]) -> list[str]:
     """Opt ``tenant`` in to the platform's credentials for ``accounts`` (added to those already
     allowed); return the accounts now allowed."""
-    begin_write(session)
     row = _tenant(session, tenant)
     allowed = sorted(set(_accounts(row.platform_accounts) or ()) | set(parse_accounts(accounts)))
     row.platform_accounts = " ".join(allowed)
-    session.commit()
     return allowed
 
 

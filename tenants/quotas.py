@@ -58,7 +58,7 @@ def lock_tenant(session: Session, tenant: str) -> None:
 
 
 def set_quotas(session: Session, tenant: str, values: dict[str, int | None]) -> None:
-    """Set (an int) or reset to the default (None) each quota named in ``values``; commit."""
+    """Set (an int) or reset to the default (None) each quota named in ``values``."""
     row = session.execute(select(Tenant).where(Tenant.name == tenant)).scalar_one_or_none()
     if row is None:
         from tenants.auth import UnknownTenant
@@ -70,7 +70,6 @@ def set_quotas(session: Session, tenant: str, values: dict[str, int | None]) -> 
         if value is not None and not 0 <= value <= QUOTA_MAX:
             raise InvalidQuota(f"--{name.replace('_', '-')} must be 0 to {QUOTA_MAX}")
         setattr(row, QUOTA_COLUMNS[name], value)
-    session.commit()
 
 
 def quota_report(session: Session, tenant: str, defaults: Quotas,

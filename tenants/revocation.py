@@ -30,7 +30,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from infra.db import begin_write
+from infra.db import UnitOfWork
 from infra.timefmt import format_time
 from tenants.auth import Credentials, Principal, add_client, new_secret
 from tenants.aws_identity import UnknownTenant
@@ -93,28 +93,22 @@ def _tenant(session: Session, name: str) -> Tenant:
 
 def disable_tenant(session: Session, name: str) -> bool:
     """Disable the tenant; False when it already was."""
-    begin_write(session)
     row = _tenant(session, name)
     if row.disabled_at is not None:
-        session.rollback()
         return False
     row.disabled_at = datetime.now(UTC)
     _changed(session)
-    session.commit()
     return True
 
 
 def enable_tenant(session: Session, name: str) -> bool:
     """Enable the tenant again; False when it was not disabled. Its paused deliveries are the
     subscriptions feature's to resume (subscriptions.deliveries.resume_paused)."""
-    begin_write(session)
     row = _tenant(session, name)
     if row.disabled_at is None:
-        session.rollback()
         return False
     row.disabled_at = None
     _changed(session)
-    session.commit()
     return True
 
 
@@ -150,24 +144,19 @@ def _client(session: Session, client_id: str) -> ApiClient:
 
 def revoke_client(session: Session, client_id: str) -> bool:
     """Revoke the client for good: no new tokens, its tokens refused. False if it already was."""
-    begin_write(session)
     row = _client(session, client_id)
     if not row.active:
-        session.rollback()
         return False
     row.active = False
     row.revoked_at = datetime.now(UTC)
     _changed(session)
-    session.commit()
     return True
 
 
 def rotate_client(session: Session, client_id: str) -> Credentials:
     """Give the client a new secret; the old secret and every token issued before stop working."""
-    begin_write(session)
     row = _client(session, client_id)
     if not row.active:
-        session.rollback()
         raise UnknownClient(f"client {client_id!r} is revoked: create a new one")
     secret, row.secret_hash = new_secret()
     # The old secret's fingerprint would refuse the new one before its hash is checked; the new
@@ -177,7 +166,6 @@ def rotate_client(session: Session, client_id: str) -> Credentials:
     row.rotated_at = datetime.now(UTC)
     tenant = row.tenant
     _changed(session)
-    session.commit()
     return Credentials(tenant=tenant, client_id=client_id, client_secret=secret)
 
 
@@ -186,7 +174,6 @@ def rotate_client(session: Session, client_id: str) -> Credentials:
 def revoke_token(session: Session, jti: str, max_ttl_seconds: int) -> None:
     """Refuse the token with this jti from now on; kept until any token issued now would have
     expired (``max_ttl_seconds``: no token lives longer). Expired entries are dropped."""
-    begin_write(session)
     now = datetime.now(UTC)
     session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
     row = session.get(RevokedToken, jti)
@@ -194,15 +181,12 @@ def revoke_token(session: Session, jti: str, max_ttl_seconds: int) -> None:
         session.add(RevokedToken(jti=jti, revoked_at=now,
                                  expires_at=now + timedelta(seconds=max_ttl_seconds)))
     _changed(session)
-    session.commit()
 
 
 def revoke_operator_tokens(session: Session) -> int:
     """Refuse every operator token issued so far; returns the new operator generation."""
-    begin_write(session)
     generation = _bump(session, OPERATOR_GENERATION)
     _changed(session)
-    session.commit()
     return generation
 
 
@@ -296,11 +280,10 @@ class RevocationCache:
 
     def refresh(self) -> Snapshot:
         """Look at the epoch now; reload the snapshot when it moved."""
-        with self._sessions() as session:
-            epoch = current_epoch(session)
+        with UnitOfWork(self._sessions) as uow:  # a reader: nothing to commit
+            epoch = current_epoch(uow.session)
             if epoch != self._snapshot.epoch:
-                self._snapshot = load_snapshot(session)
-            session.rollback()
+                self._snapshot = load_snapshot(uow.session)
         self._loaded.set()
         return self._snapshot
 

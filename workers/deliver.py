@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from infra.broker.dispatch import DELIVERIES_PER_MESSAGE, enqueue_deliveries
 from infra.broker.queues import DELIVER_ACTOR, DELIVER_QUEUE
 from infra.crypto import SecretBox
+from infra.db import UnitOfWork
+from infra.errors import is_transient
 from subscriptions.senders.base import Sender
 from subscriptions.service import DeliveryRetryPolicy, attempt_deliveries
 from workers.grouping import Grouper
-from workers.persist import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,12 @@ def declare_deliver_actor(
 
     def attempt_group(messages: list[list[int]]) -> list[None | BaseException]:
         ids = [i for message in messages for i in message]
-        with sessions() as session:
-            try:
-                statuses = attempt_deliveries(session, ids, senders=senders, box=box,
-                                              policy=policy, schedule_retry=schedule_retry)
-            except Exception:
-                session.rollback()
-                raise
+        # One writer unit of work: the rows stay locked from the check through the send to
+        # this commit, so no delivery is sent twice at once.
+        with UnitOfWork(sessions, write=True) as uow:
+            statuses = attempt_deliveries(uow.session, ids, senders=senders, box=box,
+                                          policy=policy, schedule_retry=schedule_retry)
+            uow.commit()
         log.debug("deliveries: %s", statuses)
         return [None] * len(messages)
 

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from infra.broker.dispatch import enqueue_runs
 from infra.broker.queues import NOTIFY_ACTOR, NOTIFY_QUEUE
+from infra.errors import is_transient
 from jobs.mailers.base import Mailer
 from jobs.notifications import RunBusy, run_notifications
-from workers.persist import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +27,8 @@ def declare_notify_actor(broker: dramatiq.Broker, sessions: sessionmaker[Session
         def schedule_retry(seconds: float) -> None:
             enqueue_runs(broker, [run_id], delay_ms=max(1, int(seconds * 1000)))
 
-        with sessions() as session:
-            try:
-                status = run_notifications(session, run_id, mailer=mailer,
-                                           schedule_retry=schedule_retry,
-                                           shown_run_id=shown_run_id)
-            except Exception:
-                session.rollback()
-                raise
+        status = run_notifications(sessions, run_id, mailer=mailer, schedule_retry=schedule_retry,
+                                   shown_run_id=shown_run_id)
         log.info("job run %s: %s", run_id, status)
 
     def retry_when(retries: int, exc: BaseException) -> bool:

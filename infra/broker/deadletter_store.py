@@ -16,14 +16,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from infra.db import Base, SequenceType, UtcDateTime, begin_write
+from infra.db import Base, SequenceType, UtcDateTime
 
 
 def keep(session: Session, queue: str, message_id: str, encoded: str) -> None:
-    begin_write(session)
     session.add(StoredDeadLetter(queue=queue, message_id=message_id, message=encoded,
                                  dead_at=datetime.now(UTC)))
-    session.commit()
 
 
 def listed(session: Session, queue: str, limit: int) -> list[StoredDeadLetter]:
@@ -52,18 +50,15 @@ def _selected(queue: str, ids: Iterable[str] | None) -> list[object]:
 def request_retry(session: Session, queue: str, ids: Iterable[str] | None = None) -> int:
     """Mark dead letters (all of ``queue``, or those ``ids``) for the running process to
     re-enqueue; return how many."""
-    begin_write(session)
     result = session.execute(update(StoredDeadLetter).where(
         *_selected(queue, ids), StoredDeadLetter.retry_requested_at.is_(None))  # type: ignore[arg-type]
         .values(retry_requested_at=datetime.now(UTC)))
-    session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def take_requested(session: Session, limit: int = 500) -> list[StoredDeadLetter]:
     """Remove and return dead letters marked for re-drive (the caller re-enqueues them in the
     same transaction's wake: it commits only after enqueueing)."""
-    begin_write(session)
     rows = list(session.execute(
         select(StoredDeadLetter).where(StoredDeadLetter.retry_requested_at.is_not(None))
         .order_by(StoredDeadLetter.id).limit(limit)).scalars())
@@ -73,9 +68,7 @@ def take_requested(session: Session, limit: int = 500) -> list[StoredDeadLetter]
 
 
 def purge(session: Session, queue: str) -> int:
-    begin_write(session)
     result = session.execute(delete(StoredDeadLetter).where(StoredDeadLetter.queue == queue))
-    session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

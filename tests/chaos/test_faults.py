@@ -245,6 +245,7 @@ def test_scheduler_killed_between_commit_and_enqueue_sends_the_slot_once(
     engine = make_engine(pg.url)
     with sessionmaker(engine)() as session:
         fired = tick(session, datetime.now(UTC)).fired
+        session.commit()
     engine.dispose()
     assert len(fired) == 1
     # When schedulers run again (two of them)

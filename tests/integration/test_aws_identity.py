@@ -71,6 +71,7 @@ def iam_moto(pg_url: str) -> Iterator[dict[str, Any]]:
         for name in tenants.values():
             create_tenant(session, name)
         external = {k: tenant_aws(session, v).external_id for k, v in tenants.items()}  # type: ignore[union-attr]
+        session.commit()
     engine.dispose()
     setup = {"region_name": REGION, "endpoint_url": server.url, "aws_access_key_id": "testing",
              "aws_secret_access_key": "testing"}

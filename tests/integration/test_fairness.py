@@ -40,6 +40,7 @@ def _tenants(pg_url: str, redis_url: str, *names: str) -> None:
             for name in names:
                 if not tenant_exists(session, name):
                     create_tenant(session, name)
+            session.commit()
     finally:
         runtime.close()
 

@@ -149,6 +149,7 @@ def _subscribe(runtime: Runtime, tenant: str) -> None:
 
     with runtime.sessions() as session:
         create_tenant(session, tenant)
+        session.commit()
     data = SubscriptionIn.model_validate({
         "entityType": "ORDER", "subscribeCreate": True, "subscribeChange": True,
         "eventTypes": ["ENTITY_EVENT", "FAULT", "WARNING", "SYSTEM"],
@@ -157,6 +158,7 @@ def _subscribe(runtime: Runtime, tenant: str) -> None:
             "credentials": "role", "roleArn": "arn:aws:iam::123456789012:role/ec"}}})
     with runtime.sessions() as session:
         create_subscription(session, tenant, data, SecretBox(None))
+        session.commit()
 
 
 def test_every_event_the_validator_accepts_is_stored_and_reads_back_equal(

@@ -49,6 +49,7 @@ def shop(pg_url: str, redis_url: str, standin: SendGridStandIn) -> Iterator[dict
     tenant = f"j-{uuid.uuid4().hex[:6]}"
     with runtime.sessions() as session:
         create_tenant(session, tenant)
+        session.commit()
     app = create_app(runtime=runtime)
     app.testing = True
     worker = dramatiq.Worker(runtime.broker, worker_threads=2, worker_timeout=50)
@@ -197,6 +198,7 @@ def test_two_scheduler_processes_fire_each_slot_exactly_once(
     tenant = f"sch-{uuid.uuid4().hex[:6]}"
     with runtime.sessions() as session:
         create_tenant(session, tenant)
+        session.commit()
     from jobs.contract import JobIn
     from jobs.repository import create_job as store_create
 

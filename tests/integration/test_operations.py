@@ -81,6 +81,7 @@ def test_metrics_report_requests_ingest_outcomes_and_queue_depth(
     with runtime.sessions() as session:
         if not tenant_exists(session, "metrics-t"):
             create_tenant(session, "metrics-t")
+        session.commit()
     app = create_app(runtime=runtime)
     caller = Caller(app.test_client(), "metrics-t", mint("metrics-t"))
     assert caller.post_event(order_event()).status_code == 201
@@ -124,6 +125,7 @@ def test_persist_pool_from_the_procfile_exports_dramatiq_metrics_per_actor(
         with runtime.sessions() as session:
             if not tenant_exists(session, "prom-t"):
                 create_tenant(session, "prom-t")
+            session.commit()
         app = create_app(runtime=runtime)
         caller = Caller(app.test_client(), "prom-t", mint("prom-t"))
         # When 12 events are posted and one message with data the actor cannot take is enqueued

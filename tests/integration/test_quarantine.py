@@ -81,8 +81,10 @@ def stack(private_pg: str, redis_url: str, moto: MotoServer,
     tenant = f"q-{uuid.uuid4().hex[:6]}"
     with runtime.sessions() as session:
         create_tenant(session, tenant)
+        session.commit()
     with runtime.sessions() as session:  # moto's queues are in its default account
         allow_platform_credentials(session, tenant, ["123456789012"])
+        session.commit()
     app = create_app(runtime=runtime)
     app.testing = True
     worker = dramatiq.Worker(runtime.broker, worker_threads=4, worker_timeout=50)

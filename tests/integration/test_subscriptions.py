@@ -64,6 +64,7 @@ def stack(pg_url: str, redis_url: str, aws: dict[str, Any]) -> Iterator[dict[str
     with runtime.sessions() as session:
         for t in tenants:
             create_tenant(session, t)
+        session.commit()
     app = create_app(runtime=runtime)
     app.testing = True
     worker = dramatiq.Worker(runtime.broker, worker_threads=4, worker_timeout=50)

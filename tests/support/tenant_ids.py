@@ -8,12 +8,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from events.models import EventRecord
 from events.repository import TENANT_SEQ_BASE as B
 from events.repository import EventQuery, get_event_by_number, list_events, lock_sequence, save_events
-from infra.db import begin_write, make_engine, make_session_factory, upgrade
+from infra.db import UnitOfWork, make_engine, make_session_factory, upgrade
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 # Events as a database at revision 0007 holds them: two tenants interleaved in the global seq.
@@ -46,12 +46,13 @@ def _doc(event_id: str, i: int = 0) -> dict[str, object]:
             "received_at": (T0 + timedelta(days=1, seconds=i)).isoformat()}
 
 
-def persist(session: Session, tenant: str, event_ids: list[str]) -> list[str]:
-    """What the persist pool does for one message: write lock, sequence lock, save, commit."""
-    begin_write(session)
-    lock_sequence(session)
-    new = save_events(session, tenant, [_doc(e) for e in event_ids])
-    session.commit()
+def persist(sessions: sessionmaker[Session], tenant: str, event_ids: list[str]) -> list[str]:
+    """What the persist pool does for one message: a writer unit of work (write lock), sequence
+    lock, save, commit."""
+    with UnitOfWork(sessions, write=True) as uow:
+        lock_sequence(uow.session)
+        new = save_events(uow.session, tenant, [_doc(e) for e in event_ids])
+        uow.commit()
     return new
 
 
@@ -81,8 +82,7 @@ def check_migrated(url: str, legacy_seq: dict[str, int]) -> None:
             down = list_events(session, "old-a", EventQuery(from_seq=legacy_seq["a-2"],
                                                             descending=True))
             assert [r.event_id for r in down.rows] == ["a-2", "a-1", "a-0"]
-        with sessions() as session:
-            assert persist(session, "old-a", ["a-new"]) == ["a-new"]
+        assert persist(sessions, "old-a", ["a-new"]) == ["a-new"]
         with sessions() as session:
             page = list_events(session, "old-a", EventQuery(from_seq=after_last))
             assert [(r.event_id, r.tenant_seq) for r in page.rows] == [("a-new", B + 5)]
@@ -109,9 +109,8 @@ def check_concurrent_numbering(url: str, threads: int = 8, per_thread: int = 25,
         try:
             for i in range(per_thread):
                 tenant = "conc-a" if (t + i) % 3 else "conc-b"
-                with sessions() as session:
-                    # an id another thread may store too (a redelivered message)
-                    persist(session, tenant, [f"{tenant}-{t}-{i}", f"{tenant}-dup-{i % 5}"])
+                # an id another thread may store too (a redelivered message)
+                persist(sessions, tenant, [f"{tenant}-{t}-{i}", f"{tenant}-dup-{i % 5}"])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -257,7 +257,9 @@ def test_open_loyalty_routes_take_the_tenant_from_the_token(acme: Caller) -> Non
 def shop(embedded: Any) -> Credentials:
     """A tenant created the way the CLI does, with its client credentials."""
     with embedded.extensions["ec.runtime"].sessions() as session:
-        return create_tenant(session, "shop")
+        creds = create_tenant(session, "shop")
+        session.commit()
+        return creds
 
 
 def token_request(client: Any, **form: str) -> Any:
@@ -322,6 +324,7 @@ def test_bad_client_credentials_are_a_401(embedded: Any, shop: Credentials, case
     client = embedded.test_client()
     with embedded.extensions["ec.runtime"].sessions() as session:
         other = create_tenant(session, "other-shop")
+        session.commit()
     form = {"grant_type": "client_credentials", "client_id": shop.client_id,
             "client_secret": shop.client_secret}
     headers = {}

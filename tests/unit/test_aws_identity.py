@@ -65,6 +65,7 @@ def allow(app: Any, tenant: str, *accounts: str) -> None:
 
     with runtime_of(app).sessions() as session:
         allow_platform_credentials(session, tenant, list(accounts))
+        session.commit()
 
 
 def external_id_of(app: Any, tenant: str) -> str:
@@ -371,6 +372,7 @@ def test_revoking_the_opt_in_deactivates_platform_subscriptions_with_the_reason(
     # When an operator revokes acme's opt-in
     with runtime_of(app).sessions() as session:
         revoked = revoke_platform_credentials(session, "acme", None)
+        session.commit()
     # Then its platform subscription is inactive with the exact reason, its keys one untouched
     assert revoked == [sub["id"]]
     shown = acme.get(f"{BASE}/{sub['id']}").get_json()
@@ -418,6 +420,7 @@ def test_removing_the_subscriptions_account_from_the_list_stops_it_too(
     other = create(acme, platform_body(OTHER_QUEUE, entityType="CUSTOMER"))
     with runtime_of(app).sessions() as session:
         assert revoke_platform_credentials(session, "acme", ["210987654321"]) == [other["id"]]
+        session.commit()
     assert acme.get(f"{BASE}/{mine['id']}").get_json()["active"] is True
     assert acme.get(f"{BASE}/{other['id']}").get_json()["deactivationReason"] == REVOKED
     acme.post_event(order_event(id="evt-still-allowed"))

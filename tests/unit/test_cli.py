@@ -196,6 +196,7 @@ def _platform_subscription(data_dir: Path, tenant: str, sub_id: str, url: str) -
         with make_session_factory(engine)() as session:
             create_subscription(session, tenant, SubscriptionIn.model_validate(body),
                                 SecretBox(Fernet.generate_key().decode()))
+            session.commit()
     finally:
         engine.dispose()
 

@@ -486,6 +486,7 @@ def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy
                                       box=box or _runtime(app).box, policy=policy,
                                       schedule_retry=lambda _ids, seconds: delays.append(seconds))
         status = statuses[delivery_id]
+        session.commit()  # what the deliver actor's unit of work does
     return status, delays
 
 
@@ -815,6 +816,7 @@ def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outco
             session, ids, senders={"SQS": sender, "SNS": sender}, box=runtime_of(app).box,
             policy=RetryPolicy(schedule=(10,), jitter=0),
             schedule_retry=lambda retry_ids, seconds: retried.append((retry_ids, seconds)))
+        session.commit()
     assert batches == [3]
     assert statuses == {ids[0]: "retrying", ids[1]: "succeeded", ids[2]: "succeeded"}
     assert retried == [([ids[0]], 10)]
@@ -826,6 +828,7 @@ def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outco
         again = attempt_deliveries(
             session, ids + [999_999], senders={"SQS": sender, "SNS": sender},
             box=runtime_of(app).box, policy=RetryPolicy(), schedule_retry=lambda *a: None)
+        session.commit()
     assert again == {ids[0]: "scheduled", ids[1]: "succeeded", ids[2]: "succeeded",
                      999_999: "missing"}
     assert batches == [3]

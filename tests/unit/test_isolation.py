@@ -418,7 +418,8 @@ _RACE_BUG = (
     "SQLite fails at once with 'database is locked' (SQLITE_BUSY_SNAPSHOT: the 30 s busy "
     "timeout does not apply) and api/http.py answers 503 'the database is unavailable' though "
     "it is not. Seen as a 503 on POST /api/v1/jobs while the persist worker stored events. "
-    "Fix: call store.db.begin_write(session) first in those units of work (as the workers do)")
+    "Fix: open those units of work as writers, infra.db.UnitOfWork(sessions, write=True) (BEGIN "
+    "IMMEDIATE, as the workers do)")
 
 
 @pytest.mark.parametrize(("module", "lookup", "path", "body"), [

@@ -92,16 +92,17 @@ def new_run(caller: Caller, job_id: str) -> int:
     with runtime_of(caller.client.application).sessions() as session:
         job = load_job(session, caller.tenant, job_id)
         assert job is not None
-        return run_now(session, job)
+        run_id = run_now(session, job)
+        session.commit()
+        return run_id
 
 
 def carry_out(caller: Caller, run_id: int, mailer: StubMailer, *, batch_size: int = MAX_PERSONALIZATIONS,
               delays: list[float] | None = None) -> str:
     """What the notify actor does for one message: run_notifications in a fresh session."""
     retries = delays if delays is not None else []
-    with runtime_of(caller.client.application).sessions() as session:
-        return run_notifications(session, run_id, mailer=mailer, schedule_retry=retries.append,
-                                 batch_size=batch_size)
+    return run_notifications(runtime_of(caller.client.application).sessions, run_id,
+                             mailer=mailer, schedule_retry=retries.append, batch_size=batch_size)
 
 
 def run_row(caller: Caller, run_id: int) -> JobRun:

@@ -21,6 +21,7 @@ from tests.conftest import free_port, order_event
 def served(embedded: Any) -> Iterator[tuple[str, Credentials]]:
     with embedded.extensions["ec.runtime"].sessions() as session:
         creds = create_tenant(session, "oauth-shop")
+        session.commit()
     port = free_port()
     server = make_server("127.0.0.1", port, embedded, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -48,6 +48,7 @@ def app(embedded: Any) -> Any:
 def quota(app: Any, tenant: str, **values: int | None) -> None:
     with runtime_of(app).sessions() as session:
         set_quotas(session, tenant, values)
+        session.commit()
 
 
 def post(caller: Caller, path: str, body: Any) -> Any:

@@ -347,6 +347,7 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
         # ... and the tenant disabled before the persist pool took it
         with runtime.sessions() as session:
             assert disable_tenant(session, "acme")
+            session.commit()
         runtime.broker.get_actor(PERSIST_ACTOR).send("acme", [document])
         # Then the event is stored and its delivery recorded
         from events.models import EventRecord
@@ -377,6 +378,7 @@ def test_events_accepted_before_the_tenant_was_disabled_are_still_stored(
         with runtime.sessions() as session:
             assert enable_tenant(session, "acme")
             ids = resume_paused(session, "acme")
+            session.commit()
         assert ids == [row.id]
         enqueue_deliveries(runtime.broker, ids)
         # Then it is delivered, on its first counted attempt
@@ -403,22 +405,25 @@ def test_a_disabled_tenants_jobs_do_not_fire_until_it_is_enabled(embedded: Any) 
         job_pk = job.pk
         manual = run_now(session, job)
         assert disable_tenant(session, "acme")
+        session.commit()
     later = datetime.now(UTC) + timedelta(minutes=5)
     # When the scheduler ticks while acme is disabled, its due job does not fire
     with sessions() as session:
         assert tick(session, later).fired == []
+        session.commit()
     # And a run already queued is cancelled by the notify pool without mailing
     mailer = StubMailer()
-    with sessions() as session:
-        status = run_notifications(session, manual, mailer=mailer, schedule_retry=lambda s: None)
+    status = run_notifications(sessions, manual, mailer=mailer, schedule_retry=lambda s: None)
     assert status == "cancelled" and mailer.requests == []
     with sessions() as session:
         assert session.get(JobRun, manual).error == "tenant disabled"
     # When it is enabled again, the next tick fires it once (its missed slots coalesce)
     with sessions() as session:
         enable_tenant(session, "acme")
+        session.commit()
     with sessions() as session:
         fired = tick(session, later).fired
+        session.commit()
     assert len(fired) == 1
     with sessions() as session:
         assert session.get(JobRun, fired[0]).job_pk == job_pk

@@ -32,6 +32,7 @@ def token_app(tmp_path: Path, name: str = "t", **kw: Any) -> Iterator[tuple[Any,
     with running_app(tmp_path / f"{name}.db", **kw) as app:
         with app.extensions["ec.runtime"].sessions() as session:
             shop, other = create_tenant(session, "shop"), create_tenant(session, "other")
+            session.commit()
         yield app, shop, other
 
 
