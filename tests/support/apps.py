@@ -34,6 +34,7 @@ def build_template(path: Path) -> Path:
     with make_session_factory(engine)() as session:
         create_tenant(session, "acme")
         create_tenant(session, "globex")
+        session.commit()
     engine.dispose()  # the last connection checkpoints the WAL into the file
     return path
 

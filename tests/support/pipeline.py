@@ -23,6 +23,7 @@ def _ensure_tenant(runtime: Any, name: str) -> None:
     with runtime.sessions() as session:
         if not tenant_exists(session, name):
             create_tenant(session, name)
+        session.commit()
 
 
 def _set_limits(runtime: Any, tenant: str, per_second: float, burst: int) -> None:
