@@ -386,9 +386,16 @@ class QuarantineList(ResponseModel):
                                                  "the end")
 
 
+# The fields every stored hash covers, null or not. A field added to the contract later counts
+# only when it is set, so an event stored before it existed, posted again, is still a duplicate.
+_HASHED_ALWAYS = frozenset({"entity_id", "entity_name", "event_source", "event_type",
+                            "event_payload"})
+
+
 def body_hash(document: dict[str, Any]) -> str:
     """Hash of what the client said (everything but the server's fields): idempotency key."""
-    client_part = {k: v for k, v in document.items() if k not in ("id", "received_at")}
+    client_part = {k: v for k, v in document.items() if k not in ("id", "received_at")
+                   and (v is not None or k in _HASHED_ALWAYS)}
     return hashlib.sha256(orjson.dumps(client_part, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
