@@ -269,9 +269,14 @@ def new_event_id() -> str:
 
 def event_document(event: EventIn, event_id: str, received_at: datetime) -> dict[str, Any]:
     """The event as it is stored and returned by ``GET /api/v1/events/{id}`` (EventOut's shape:
-    EventIn's fields in their order, the id filled in, and ``received_at``)."""
-    return {**event.model_dump(mode="json"), "id": event_id,
-            "received_at": format_time(received_at)}
+    EventIn's fields in their order, the id filled in, and ``received_at``; a field added later
+    left out when unset)."""
+    document = {**event.model_dump(mode="json"), "id": event_id,
+                "received_at": format_time(received_at)}
+    for name in EventOut.omitted_when_none:
+        if document.get(name, "") is None:
+            del document[name]
+    return document
 
 
 # --- the event as stored and returned ---------------------------------------------------------
@@ -290,6 +295,10 @@ class EventPayloadOut(ResponseModel):
 
 class EventOut(ResponseModel):
     """An event as stored and returned (the document event_document makes)."""
+
+    # Optional fields added to the contract later are left out (not null) when unset, so that
+    # the answer to a client that does not use them stays what it was.
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset()
 
     id: str
     entity_id: str | None
@@ -354,7 +363,7 @@ class QuarantineDetails(ResponseModel):
 class EventStatus(EventOut):
     """An event as GET /api/v1/events/{id} returns it: the document and where it is."""
 
-    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"quarantine"})
+    omitted_when_none: ClassVar[frozenset[str]] = EventOut.omitted_when_none | {"quarantine"}
 
     status: Literal["stored", "accepted", "quarantined"] = Field(
         description="stored; accepted (not stored yet: the intake's record, read-your-writes); "
