@@ -42,10 +42,11 @@ bp = Blueprint("docs", __name__)
 
 
 # Every model here is the one the routes validate requests with or serialise answers with.
-_MODELS = [Error, EventIn, EventOut, EventStatus, EventList, QuarantineList, BatchRequest,
-           BatchResult, TokenRequest, TokenResponse, OAuthError, OpenLoyaltyEvent,
-           OpenLoyaltyEventList, SubscriptionIn, SubscriptionOut, Deactivated, AttemptList,
-           Queued, TestResult, JobIn, JobOut, JobRuns, RunQueued]
+_MODELS: list[type[BaseModel]] = [
+    Error, EventIn, EventOut, EventStatus, EventList, QuarantineList, BatchRequest, BatchResult,
+    TokenRequest, TokenResponse, OAuthError, OpenLoyaltyEvent, OpenLoyaltyEventList,
+    SubscriptionIn, SubscriptionOut, Deactivated, AttemptList, Queued, TestResult, JobIn, JobOut,
+    JobRuns, RunQueued]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -123,13 +124,14 @@ def build_spec() -> dict[str, Any]:
 
     # Validation mode for the answers too: infra.contract.ResponseModel's wrap serializer (keys
     # left out when None) would hide their fields from the serialization-mode schema.
-    _, top = models_json_schema([(m, "validation") for m in [*_MODELS, ReplayIn]],
+    models: list[type[BaseModel]] = [*_MODELS, ReplayIn]
+    _, top = models_json_schema([(m, "validation") for m in models],
                                 ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})
     # Batch items are answered one by one (a bad item gets its own 400): any JSON value.
     schemas["BatchRequest"]["properties"]["events"]["items"] = {
         "description": "an event (EventIn); items that are not valid get their own 400"}
-    secured = [{"bearerAuth": []}]
+    secured: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     # Every secured call may also be rate limited, or find the broker/database down.
     common = (401, 403, 429, 503)
 
