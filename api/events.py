@@ -12,10 +12,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.http import ApiError, json_response
 from api.paging import shown_quarantine
 from api.security import require
-from events.contract import EntityName, EventSource, EventType, Operation
+from events.contract import (
+    EntityName,
+    EventList,
+    EventOut,
+    EventSource,
+    EventStatus,
+    EventType,
+    Operation,
+    stored_fields,
+)
 from events.quarantine import get_quarantined
 from events.quarantine import to_api as quarantine_api
-from events.repository import EventQuery, get_event, list_events, to_document
+from events.repository import EventQuery, get_event, list_events
 from infra.limits import CORRELATION_ID_MAX, ENTITY_ID_MAX, EVENT_ID_RE, SEQ_MAX
 from infra.timefmt import MomentOutOfRange, parse_time
 
@@ -97,6 +106,10 @@ def not_found(event_id: str) -> ApiError:
     return ApiError(404, "not_found", "no such event")
 
 
+def _shown(fields: dict[str, Any]) -> dict[str, Any]:
+    return EventStatus.model_validate(fields).model_dump(mode="json")
+
+
 @bp.get("/api/v1/events/<string:event_id>")
 @require("events:read")
 def get_one(event_id: str) -> Response:
@@ -112,21 +125,22 @@ def get_one(event_id: str) -> Response:
         with runtime.sessions() as session:
             row = get_event(session, tenant, event_id)
             if row is not None:
-                document = {**to_document(row), "status": "stored"}
+                document = _shown({**stored_fields(row), "status": "stored"})
             else:
                 held = get_quarantined(session, tenant, event_id)
-                document = shown_quarantine(quarantine_api(held)) if held is not None else None
+                document = (shown_quarantine(quarantine_api(held).model_dump(mode="json"))
+                            if held is not None else None)
     except SQLAlchemyError:
         accepted = runtime.intake.lookup(tenant, event_id)
         if accepted is None:
             raise
-        return json_response({**accepted, "status": "accepted"})
+        return json_response(_shown({**accepted, "status": "accepted"}))
     if document is None:
         # Accepted but not stored yet: the intake remembers it (read-your-writes).
         accepted = runtime.intake.lookup(tenant, event_id)
         if accepted is None:
             raise not_found(event_id)
-        document = {**accepted, "status": "accepted"}
+        document = _shown({**accepted, "status": "accepted"})
     return json_response(document)
 
 
@@ -138,6 +152,6 @@ def list_all() -> Response:
     assert isinstance(params, EventListParams)
     with runtime.sessions() as session:
         page = list_events(session, g.principal.tenant, params.to_query())
-        events = [to_document(r) for r in page.rows]
-    return json_response({"events": events, "total": page.total,
-                          "next_from_id": page.next_from_seq})
+        body = EventList(events=[EventOut.from_row(r) for r in page.rows], total=page.total,
+                         next_from_id=page.next_from_seq)
+    return json_response(body.model_dump(mode="json"))

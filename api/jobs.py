@@ -14,7 +14,7 @@ from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
 from infra.broker.dispatch import BrokerUnavailable, enqueue_runs
 from infra.db import UnitOfWork
-from jobs.contract import JobError, JobExists, JobIn
+from jobs.contract import JobError, JobExists, JobIn, JobRuns, RunQueued
 from jobs.models import RunStatus
 from jobs.quotas import check_jobs
 from jobs.repository import (
@@ -79,7 +79,7 @@ def create() -> Response:
         except QuotaExceeded as exc:
             raise quota_error(exc) from None
         uow.commit()
-        body = to_api(job)
+        body = to_api(job).model_dump(mode="json")
     return json_response(body, 201, {"Location": f"{BASE}/{body['id']}"})
 
 
@@ -96,7 +96,7 @@ def update(job_id: str) -> Response:
         if job is None:
             raise _not_found()
         uow.commit()
-        return json_response(to_api(job))
+        return json_response(to_api(job).model_dump(mode="json"))
 
 
 def _delete(job_id: str) -> Response:
@@ -150,7 +150,7 @@ def list_all() -> Response:
                          from_pk=decode_cursor("job", params.from_id),
                          limit=params.per_page + 1 if params.per_page else None)
         jobs, link = page_of(jobs, params.per_page, "job")
-        return json_response([to_api(j) for j in jobs], headers=link)
+        return json_response([to_api(j).model_dump(mode="json") for j in jobs], headers=link)
 
 
 @bp.get(f"{BASE}/<string:job_id>")
@@ -161,7 +161,7 @@ def get_one(job_id: str) -> Response:
         job = get_job(session, g.principal.tenant, job_id)
         if job is None:
             raise _not_found()
-        return json_response(to_api(job))
+        return json_response(to_api(job).model_dump(mode="json"))
 
 
 @bp.get(f"{BASE}/<string:job_id>/runs")
@@ -173,8 +173,9 @@ def runs(job_id: str) -> Response:
         if job is None:
             raise _not_found()
         ids = cipher()
-        return json_response({"runs": [{**run_to_api(r), "id": ids.encode("run", r.id)}
-                                       for r in list_runs(session, job)]})
+        body = JobRuns(runs=[run_to_api(r).model_copy(update={"id": ids.encode("run", r.id)})
+                             for r in list_runs(session, job)])
+        return json_response(body.model_dump(mode="json"))
 
 
 @bp.post(f"{BASE}/<string:job_id>/run")
@@ -196,9 +197,10 @@ def run(job_id: str) -> Response:
         # The run is committed: the scheduler re-sends a run left unsent for
         # EC_SCHEDULER_RESEND_AFTER_SECONDS. Retrying would start a second run.
         log.warning("run %s deferred to the scheduler: %s", run_id, exc)
-        return json_response({"run_id": cipher().encode("run", run_id), "status": "deferred"},
-                             202)
+        return json_response(RunQueued(run_id=cipher().encode("run", run_id), status="deferred")
+                             .model_dump(mode="json"), 202)
     with UnitOfWork(runtime.sessions, write=True) as uow:
         mark_enqueued(uow.session, [run_id])
         uow.commit()
-    return json_response({"run_id": cipher().encode("run", run_id), "status": RunStatus.QUEUED}, 202)
+    return json_response(RunQueued(run_id=cipher().encode("run", run_id),
+                                   status=RunStatus.QUEUED).model_dump(mode="json"), 202)

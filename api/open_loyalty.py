@@ -13,8 +13,8 @@ from api.security import require
 from events.contract import payload_view
 from events.models import EventRecord
 from events.repository import EventQuery, get_event, get_event_by_number, list_events
+from infra.contract import ResponseModel, Timestamp
 from infra.limits import SEQ_MAX
-from infra.timefmt import format_time
 
 bp = Blueprint("open_loyalty", __name__)
 
@@ -43,18 +43,37 @@ def event_type_name(row: EventRecord) -> str:
     return ".".join(p for p in (row.event_type, row.entity_name, row.operation) if p)
 
 
+class OpenLoyaltyEvent(ResponseModel):
+    """An event as the Open Loyalty style reads show it (seed 003)."""
+
+    id: int = Field(description="the tenant's own sequence number (from 10^12 + 1; numbers "
+                                "below 10^12 are the global ones shown before, still accepted)")
+    uuid: str = Field(description="the event id")
+    payload: Any = Field(description=(
+        "base64_encoded_payload_json (else base64_encoded_fault_json) decoded: the JSON value when "
+        "it parses as JSON, otherwise its text as a string (UTF-8, undecodable bytes replaced "
+        "by U+FFFD); {} when the event has neither"))
+    type: str = Field(description="event type, entity name and operation joined by dots")
+    recorderOn: Timestamp
+
+    @classmethod
+    def from_row(cls, row: EventRecord) -> OpenLoyaltyEvent:
+        payload = payload_view(
+            {"event_payload": {"base64_encoded_payload_json": row.payload_b64,
+                               "base64_encoded_fault_json": row.fault_b64}}
+        )
+        return cls(id=row.tenant_seq, uuid=row.event_id,
+                   payload=payload if payload is not None else {},
+                   type=event_type_name(row), recorderOn=row.received_at)
+
+
+class OpenLoyaltyEventList(ResponseModel):
+    events: list[OpenLoyaltyEvent]
+    total: int
+
+
 def to_open_loyalty(row: EventRecord) -> dict[str, Any]:
-    payload = payload_view(
-        {"event_payload": {"base64_encoded_payload_json": row.payload_b64,
-                           "base64_encoded_fault_json": row.fault_b64}}
-    )
-    return {
-        "id": row.tenant_seq,
-        "uuid": row.event_id,
-        "payload": payload if payload is not None else {},
-        "type": event_type_name(row),
-        "recorderOn": format_time(row.received_at),
-    }
+    return OpenLoyaltyEvent.from_row(row).model_dump(mode="json")
 
 
 @bp.get("/api/event")
@@ -67,8 +86,9 @@ def list_ol() -> Response:
                        descending=params.direction == "DESC")
     with runtime.sessions() as session:
         page = list_events(session, g.principal.tenant, query)
-        events = [to_open_loyalty(r) for r in page.rows]
-    return json_response({"events": events, "total": page.total})
+        body = OpenLoyaltyEventList(events=[OpenLoyaltyEvent.from_row(r) for r in page.rows],
+                                    total=page.total)
+    return json_response(body.model_dump(mode="json"))
 
 
 @bp.get("/api/event/<string:event_id>")

@@ -1,177 +1,52 @@
-"""The OpenAPI 3.1 document of /api/v1 and /api/event, and an offline Swagger UI at /docs."""
+"""The OpenAPI 3.1 document of /api/v1 and /api/event, and an offline Swagger UI at /docs.
+
+The schemas are generated from the models that validate the requests and serialise the answers
+(each feature's contract.py; api/token.py for OAuth, api/open_loyalty.py for its view); only
+the paths, parameters and status codes are written here."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 from flask import Blueprint, Response, send_from_directory
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.events import EventListParams
 from api.http import json_response
-from events.contract import EventIn
+from api.open_loyalty import OpenLoyaltyEvent, OpenLoyaltyEventList
+from api.token import OAuthError, TokenRequest, TokenResponse
+from events.contract import (
+    BatchRequest,
+    BatchResult,
+    EventIn,
+    EventList,
+    EventOut,
+    EventStatus,
+    QuarantineList,
+)
+from infra.contract import Error
 from infra.limits import TENANT_PATTERN
+from jobs.contract import JobIn, JobOut, JobRuns, RunQueued
+from subscriptions.contract import (
+    AttemptList,
+    Deactivated,
+    Queued,
+    SubscriptionIn,
+    SubscriptionOut,
+    TestResult,
+)
 
 bp = Blueprint("docs", __name__)
 
 
-class ErrorDetail(BaseModel):
-    field: str
-    message: str
-    type: str
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: list[ErrorDetail]
-
-
-class Error(BaseModel):
-    """The shape of every 4xx/5xx answer."""
-
-    error: ErrorBody
-
-
-_AS_SENT = ("standard base64, stored and returned as sent; its content need not be JSON (an "
-            "upstream's HTML error page, XML or a form is kept as it came)")
-
-
-class EventPayloadOut(BaseModel):
-    base64_encoded_payload_json: str | None = Field(description=_AS_SENT)
-    base64_encoded_fault_json: str | None = Field(description=_AS_SENT)
-    entity_id: str | None
-    key_attributes: dict[str, str]
-    operation: str | None
-
-
-class Event(BaseModel):
-    """An event as stored and returned."""
-
-    id: str
-    entity_id: str | None
-    entity_name: str | None
-    event_source: str
-    event_type: str
-    event_payload: EventPayloadOut
-    received_at: str = Field(description="RFC 3339, UTC, when the collector accepted the event")
-
-
-class QuarantineDetails(BaseModel):
-    """Why and since when an accepted event is quarantined."""
-
-    id: int = Field(description="the quarantine entry's id, opaque (from_id of GET /api/v1/quarantine)")
-    reason: str = Field(description="why the database refused the event (no values quoted)")
-    error: str = Field(description="the database error's class, e.g. StringDataRightTruncation")
-    quarantined_at: str
-    retries: int = Field(description="operator re-drives that failed again")
-    last_retry_at: str | None
-
-
-class EventStatus(Event):
-    """An event as GET /api/v1/events/{id} returns it: the document and where it is."""
-
-    status: Literal["stored", "accepted", "quarantined"] = Field(
-        description="stored; accepted (not stored yet: the intake's record, read-your-writes); "
-                    "quarantined (accepted, but the database refused it: see quarantine)")
-    quarantine: QuarantineDetails | None = Field(
-        None, description="present when status is quarantined")
-
-
-class QuarantinedEvent(Event):
-    status: Literal["quarantined"]
-    quarantine: QuarantineDetails
-
-
-class QuarantineList(BaseModel):
-    events: list[QuarantinedEvent]
-    total: int
-    next_from_id: int | None = Field(description="pass as from_id for the next page; null at "
-                                                 "the end")
-
-
-class EventList(BaseModel):
-    events: list[Event]
-    total: int
-    next_from_id: int | None = Field(
-        description="pass as from_id for the next page. In id ASC order the last non-empty page "
-        "still gives one (last + 1) so a client can come back for newer events; an empty page "
-        "(or the end in other orders) gives null")
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000,
-                                         description="each item is an EventIn")
-
-
-class BatchItem(BaseModel):
-    index: int
-    status: int = Field(description="201 accepted, 200 duplicate, 400 invalid, 409 id conflict")
-    id: str | None = None
-    event: Event | None = None
-    error: ErrorBody | None = None
-
-
-class BatchResult(BaseModel):
-    accepted: int
-    duplicates: int
-    conflicts: int
-    rejected: int
-    results: list[BatchItem]
-
-
-class TokenRequest(BaseModel):
-    grant_type: str = Field(json_schema_extra={"enum": ["client_credentials"]})
-    client_id: str | None = None
-    client_secret: str | None = None
-    scope: str | None = Field(None, description="space-separated subset of: events:write "
-                              "events:read subscriptions jobs (default: all of the client's)")
-    expires_in: str | None = Field(None, description="lifetime asked for, in seconds (>= 60; "
-                                   "default EC_TOKEN_TTL_SECONDS); never more than "
-                                   "EC_TOKEN_MAX_TTL_SECONDS")
-
-
-class OAuthError(BaseModel):
-    """The token endpoint's errors (RFC 6749 section 5.2), which OAuth client libraries read."""
-
-    error: Literal["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
-                   "unsupported_grant_type", "invalid_scope", "temporarily_unavailable",
-                   "server_error"] = Field(description=(
-        "invalid_client on 401 (with WWW-Authenticate); unauthorized_client on 403 (the tenant is "
-        "disabled); temporarily_unavailable on 429/503 (with Retry-After); invalid_request for a "
-        "malformed request"))
-    error_description: str
-
-
-class TokenResponse(BaseModel):
-    access_token: str
-    token_type: str
-    expires_in: int
-    scope: str
-
-
-class OpenLoyaltyEvent(BaseModel):
-    id: int = Field(description="the tenant's own sequence number (from 10^12 + 1; numbers "
-                                "below 10^12 are the global ones shown before, still accepted)")
-    uuid: str = Field(description="the event id")
-    payload: Any = Field(description=(
-        "base64_encoded_payload_json (else base64_encoded_fault_json) decoded: the JSON value when "
-        "it parses as JSON, otherwise its text as a string (UTF-8, undecodable bytes replaced "
-        "by U+FFFD); {} when the event has neither"))
-    type: str = Field(description="event type, entity name and operation joined by dots")
-    recorderOn: str
-
-
-class OpenLoyaltyEventList(BaseModel):
-    events: list[OpenLoyaltyEvent]
-    total: int
-
-
-_MODELS = [Error, EventIn, Event, EventStatus, EventList, QuarantineList, BatchRequest,
-           BatchResult, TokenRequest, TokenResponse, OAuthError, OpenLoyaltyEvent, OpenLoyaltyEventList]
+# Every model here is the one the routes validate requests with or serialise answers with.
+_MODELS: list[type[BaseModel]] = [
+    Error, EventIn, EventOut, EventStatus, EventList, QuarantineList, BatchRequest, BatchResult,
+    TokenRequest, TokenResponse, OAuthError, OpenLoyaltyEvent, OpenLoyaltyEventList,
+    SubscriptionIn, SubscriptionOut, Deactivated, AttemptList, Queued, TestResult, JobIn, JobOut,
+    JobRuns, RunQueued]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -230,135 +105,6 @@ def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
     return params
 
 
-class SubscriptionBlock(BaseModel):
-    queueUrl: str | None = None
-    topicArn: str | None = None
-    region: str
-    credentials: Literal["keys", "role", "platform"] = Field(
-        description="how deliveries authenticate to AWS")
-    accessKey: str | None = Field(description="masked: '****' + the last 4 characters")
-    accessSecret: str | None = Field(description="masked: '********' when one is stored")
-    roleArn: str | None = Field(description="the role assumed with STS (credentials: role)")
-    externalId: str | None = Field(
-        description="read-only, role destinations: the ExternalId Event Collector passes when "
-                    "it assumes the role (generated per tenant; require it in the role's trust "
-                    "policy)")
-
-
-class DestinationOut(BaseModel):
-    type: str
-    sqs: SubscriptionBlock | None = None
-    sns: SubscriptionBlock | None = None
-
-
-class Subscription(BaseModel):
-    """A subscription as responses show it (secrets masked)."""
-
-    id: str
-    active: bool
-    entityType: str
-    subscribeCreate: bool
-    subscribeChange: bool
-    subscribeDelete: bool
-    eventTypes: list[str]
-    destination: DestinationOut
-    createdAt: str
-    updatedAt: str
-    failingSince: str | None
-    deactivatedAt: str | None
-    deactivationReason: str | None
-
-
-class Deactivated(BaseModel):
-    body: dict[str, Any]
-    statusCode: str
-    statusCodeValue: int
-
-
-class Attempt(BaseModel):
-    id: int = Field(description="opaque (says nothing about other tenants); pass as from_id")
-    deliveryId: int = Field(description="opaque, the same for every attempt of a delivery")
-    eventId: str
-    attempt: int
-    attemptedAt: str
-    status: str
-    errorCode: str | None
-    errorMessage: str | None
-    messageId: str | None
-    latencyMs: int
-
-
-class AttemptList(BaseModel):
-    deliveries: list[Attempt]
-    total: int
-    next_from_id: int | None
-
-
-class ReplayRequest(BaseModel):
-    since: str = Field(json_schema_extra={"format": "date-time"})
-    until: str = Field(json_schema_extra={"format": "date-time"})
-
-
-class Queued(BaseModel):
-    queued: int
-    deferred: bool = Field(
-        description="true when the broker could not be reached: the deliveries are recorded "
-                    "and the scheduler's sweep sends them (do not retry: that replays again)")
-
-
-class TestResult(BaseModel):
-    ok: bool
-    messageId: str | None
-    errorCode: str | None
-    errorMessage: str | None
-    transient: bool | None
-
-
-class Job(BaseModel):
-    """A notification job as responses show it."""
-
-    id: str
-    deleted: bool
-    is_active: bool
-    is_scheduled: bool
-    job_parameters: dict[str, Any]
-    notification: str
-    number_of_items_in_email: int
-    schedule: str | None
-    scheduleExpression: str | None
-    template_id: str
-    timezone: str
-    next_run_at: str | None
-    last_run_at: str | None
-    created_at: str
-    updated_at: str
-
-
-class JobRun(BaseModel):
-    id: int = Field(description="opaque; the run_id of POST .../run and of SendGrid's custom args")
-    fire_time: str
-    trigger: str
-    status: str
-    created_at: str
-    finished_at: str | None
-    recipients: int
-    sent: int
-    failed: int
-    skipped: int
-    attempts: int
-    error: str | None
-
-
-class JobRuns(BaseModel):
-    runs: list[JobRun]
-
-
-class RunQueued(BaseModel):
-    run_id: int = Field(description="opaque; the id in the run history")
-    status: str = Field(description="queued; or deferred when the broker could not be reached: "
-                                    "the run is recorded and the scheduler sends it (do not retry)")
-
-
 def _array(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {
         "schema": {"type": "array", "items": _ref(name)}}}}
@@ -373,22 +119,19 @@ def build_spec() -> dict[str, Any]:
     from api.jobs import ListParams as JobListParams
     from api.open_loyalty import OpenLoyaltyParams
     from api.quarantine import QuarantineParams
-    from api.subscriptions import AttemptParams
+    from api.subscriptions import AttemptParams, ReplayIn
     from api.subscriptions import ListParams as SubscriptionListParams
-    from jobs.contract import JobIn
-    from subscriptions.contract import SubscriptionIn
 
-    validation = {EventIn, SubscriptionIn, JobIn}
-    models = [*_MODELS, SubscriptionIn, Subscription, Deactivated, AttemptList, ReplayRequest,
-              Queued, TestResult, JobIn, Job, JobRuns, RunQueued]
-    _, top = models_json_schema([(m, "validation" if m in validation else "serialization")
-                                 for m in models],
+    # Validation mode for the answers too: infra.contract.ResponseModel's wrap serializer (keys
+    # left out when None) would hide their fields from the serialization-mode schema.
+    models: list[type[BaseModel]] = [*_MODELS, ReplayIn]
+    _, top = models_json_schema([(m, "validation") for m in models],
                                 ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})
     # Batch items are answered one by one (a bad item gets its own 400): any JSON value.
     schemas["BatchRequest"]["properties"]["events"]["items"] = {
         "description": "an event (EventIn); items that are not valid get their own 400"}
-    secured = [{"bearerAuth": []}]
+    secured: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     # Every secured call may also be rate limited, or find the broker/database down.
     common = (401, 403, 429, 503)
 
@@ -425,8 +168,8 @@ def build_spec() -> dict[str, Any]:
                           **_oauth_errors(400, 401, 403, 408, 413, 415, 429, 503)}}},
         "/api/v1/events": {
             "post": op("Post an event", "events", {
-                "201": {**_json("Event", "accepted: it will be stored"), **created},
-                "200": _json("Event", "retry of an accepted event")}, 409, 413, 415,
+                "201": {**_json("EventOut", "accepted: it will be stored"), **created},
+                "200": _json("EventOut", "retry of an accepted event")}, 409, 413, 415,
                 body=_body("EventIn")),
             "get": op("List events (cursor pagination)", "events",
                       {"200": _json("EventList", "a page of events")},
@@ -452,20 +195,20 @@ def build_spec() -> dict[str, Any]:
             v1=False)},
         sub_base: {
             "post": op("Create a subscription", "subscriptions",
-                       {"201": {**_json("Subscription", "created"), **created}}, 409, 413, 415,
+                       {"201": {**_json("SubscriptionOut", "created"), **created}}, 409, 413, 415,
                        body=_body("SubscriptionIn")),
             "put": op("Update a subscription (id in the body)", "subscriptions",
-                      {"200": _json("Subscription", "updated")}, 404, 413, 415,
+                      {"200": _json("SubscriptionOut", "updated")}, 404, 413, 415,
                       body=_body("SubscriptionIn")),
             "get": op("List subscriptions (active ones unless include_inactive)",
-                      "subscriptions", {"200": _array("Subscription", "subscriptions")},
+                      "subscriptions", {"200": _array("SubscriptionOut", "subscriptions")},
                       params=_query_params(SubscriptionListParams))},
         f"{sub_base}/{{sub_id}}": {
             "get": op("Get a subscription", "subscriptions",
-                      {"200": _json("Subscription", "the subscription")}, 404,
+                      {"200": _json("SubscriptionOut", "the subscription")}, 404,
                       params=[sub_path]),
             "put": op("Update a subscription", "subscriptions",
-                      {"200": _json("Subscription", "updated")}, 404, 413, 415,
+                      {"200": _json("SubscriptionOut", "updated")}, 404, 413, 415,
                       params=[sub_path], body=_body("SubscriptionIn")),
             "delete": op("Delete a subscription", "subscriptions", no_content, 404,
                          params=[sub_path])},
@@ -478,21 +221,21 @@ def build_spec() -> dict[str, Any]:
         f"{sub_base}/{{sub_id}}/replay": {"post": op(
             "Re-deliver the stored events of a time range", "subscriptions",
             {"202": _json("Queued", "deliveries queued")}, 404, 409, 413, 415,
-            params=[sub_path], body=_body("ReplayRequest"))},
+            params=[sub_path], body=_body("ReplayIn"))},
         f"{sub_base}/{{sub_id}}/test": {"post": op(
             "Send one test message now", "subscriptions",
             {"200": _json("TestResult", "the outcome")}, 404, params=[sub_path])},
         "/api/v1/jobs": {
             "post": op("Create a notification job", "jobs",
-                       {"201": {**_json("Job", "created"), **created}}, 409, 413, 415,
+                       {"201": {**_json("JobOut", "created"), **created}}, 409, 413, 415,
                        body=_body("JobIn")),
             "get": op("List jobs (not deleted unless include_deleted)", "jobs",
-                      {"200": _array("Job", "jobs")}, params=_query_params(JobListParams))},
+                      {"200": _array("JobOut", "jobs")}, params=_query_params(JobListParams))},
         "/api/v1/jobs/{job_id}": {
-            "get": op("Get a job", "jobs", {"200": _json("Job", "the job")}, 404,
+            "get": op("Get a job", "jobs", {"200": _json("JobOut", "the job")}, 404,
                       params=[job_path]),
             "put": op("Update a job (its id cannot change)", "jobs",
-                      {"200": _json("Job", "updated")}, 404, 413, 415, params=[job_path],
+                      {"200": _json("JobOut", "updated")}, 404, 413, 415, params=[job_path],
                       body=_body("JobIn")),
             "delete": op("Delete a job (soft)", "jobs", no_content, 404, params=[job_path]),
             "post": op("Delete a job (soft; seed 002's form): an empty body or none; a body is a "

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.http import json_response
 from api.paging import cipher, decode_cursor, shown_quarantine
 from api.security import require
+from events.contract import QuarantineList
 from events.quarantine import list_quarantined, to_api
 from infra.opaque import DOMAIN
 
@@ -34,7 +35,9 @@ def list_all() -> Response:
         page = list_quarantined(session, tenant=g.principal.tenant,
                                 from_id=decode_cursor("quarantine", params.from_id),
                                 per_page=params.per_page)
-        events = [shown_quarantine(to_api(r)) for r in page.rows]
-    return json_response({"events": events, "total": page.total,
-                          "next_from_id": (cipher().encode("quarantine", page.next_from_id)
-                                           if page.next_from_id is not None else None)})
+        events = [shown_quarantine(to_api(r).model_dump(mode="json")) for r in page.rows]
+    body = QuarantineList.model_validate(
+        {"events": events, "total": page.total,
+         "next_from_id": (cipher().encode("quarantine", page.next_from_id)
+                          if page.next_from_id is not None else None)})
+    return json_response(body.model_dump(mode="json"))

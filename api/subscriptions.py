@@ -13,13 +13,20 @@ from api.events import Moment, valid_event_id
 from api.http import ApiError, json_body, json_response, validation_details
 from api.paging import PageParams, cipher, decode_cursor, page_of, quota_error
 from api.security import require
-from events.contract import new_event_id
+from events.contract import EventOut, EventPayloadOut, new_event_id
 from infra.broker.dispatch import BrokerUnavailable, enqueue_deliveries
 from infra.crypto import SecretsUnavailable
 from infra.db import UnitOfWork
 from infra.opaque import DOMAIN
-from infra.timefmt import format_time
-from subscriptions.contract import SubscriptionError, SubscriptionExists, SubscriptionIn
+from subscriptions.contract import (
+    AttemptList,
+    Deactivated,
+    Queued,
+    SubscriptionError,
+    SubscriptionExists,
+    SubscriptionIn,
+    TestResult,
+)
 from subscriptions.deliveries import list_attempts, replay_deliveries
 from subscriptions.models import Delivery
 from subscriptions.quotas import check_no_queued_replay, check_subscriptions, lock_subscription
@@ -64,7 +71,8 @@ def _shown(session: Any, subs: list[Any]) -> list[dict[str, Any]]:
     """The subscriptions as responses show them, role ones with the tenant's ExternalId."""
     identity = tenant_aws(session, g.principal.tenant) if any(
         s.credentials == "role" for s in subs) else None
-    return [to_api(s, identity.external_id if identity else None) for s in subs]
+    return [to_api(s, identity.external_id if identity else None).model_dump(mode="json")
+            for s in subs]
 
 
 def _check_id(value: str) -> None:
@@ -172,7 +180,8 @@ def deactivate(sub_id: str) -> Response:
         if sub.active:
             deactivate_subscription(uow.session, sub, "deactivated by request", datetime.now(UTC))
             uow.commit()
-    return json_response({"body": {}, "statusCode": "ACCEPTED", "statusCodeValue": 202})
+    return json_response(Deactivated(body={}, statusCode="ACCEPTED", statusCodeValue=202)
+                         .model_dump(mode="json"))
 
 
 @bp.delete(f"{BASE}/<string:sub_id>")
@@ -208,11 +217,13 @@ def deliveries(sub_id: str) -> Response:
                              from_id=decode_cursor("attempt", params.from_id),
                              per_page=params.per_page)
     ids = cipher()
-    shown = [{**a, "id": ids.encode("attempt", a["id"]),
-              "deliveryId": ids.encode("delivery", a["deliveryId"])} for a in page.attempts]
-    return json_response({"deliveries": shown, "total": page.total,
-                          "next_from_id": (ids.encode("attempt", page.next_from_id)
-                                           if page.next_from_id is not None else None)})
+    shown = [a.model_copy(update={"id": ids.encode("attempt", a.id),
+                                  "deliveryId": ids.encode("delivery", a.deliveryId)})
+             for a in page.attempts]
+    body = AttemptList(deliveries=shown, total=page.total,
+                       next_from_id=(ids.encode("attempt", page.next_from_id)
+                                     if page.next_from_id is not None else None))
+    return json_response(body.model_dump(mode="json"))
 
 
 class ReplayIn(BaseModel):
@@ -264,8 +275,8 @@ def replay(sub_id: str) -> Response:
         # The deliveries are committed: the scheduler's sweep sends them once they are overdue
         # (EC_DELIVERY_SWEEP_AFTER_SECONDS). Retrying would replay the range a second time.
         log.warning("replay of %d deliveries deferred to the sweep: %s", len(ids), exc)
-        return json_response({"queued": len(ids), "deferred": True}, 202)
-    return json_response({"queued": queued, "deferred": False}, 202)
+        return json_response(Queued(queued=len(ids), deferred=True).model_dump(mode="json"), 202)
+    return json_response(Queued(queued=queued, deferred=False).model_dump(mode="json"), 202)
 
 
 @bp.post(f"{BASE}/<string:sub_id>/test")
@@ -280,25 +291,28 @@ def test_send(sub_id: str) -> Response:
         try:
             destination = destination_of(sub, runtime.box, tenant_aws(session, sub.tenant))
         except SecretsUnavailable as exc:
-            return json_response({"ok": False, "errorCode": "SecretUnavailable",
-                                  "errorMessage": str(exc)})
+            # This answer has no messageId and no transient.
+            return json_response(TestResult(
+                ok=False, messageId=None, errorCode="SecretUnavailable", errorMessage=str(exc),
+                transient=None).model_dump(mode="json", exclude={"messageId", "transient"}))
         except NotAllowed:
             # The same answer whether the queue exists or not: no AWS call is made.
-            return json_response({"ok": False, "messageId": None,
-                                  "errorCode": NOT_ALLOWED.error_code,
-                                  "errorMessage": NOT_ALLOWED.error_message, "transient": False})
+            return json_response(TestResult(
+                ok=False, messageId=None, errorCode=NOT_ALLOWED.error_code,
+                errorMessage=NOT_ALLOWED.error_message, transient=False).model_dump(mode="json"))
         tenant = sub.tenant
         entity = sub.entity_type
-    document = {"id": f"test-{new_event_id()}", "entity_id": None, "entity_name": entity,
-                "event_source": "SYSTEM", "event_type": "SYSTEM",
-                "event_payload": {"base64_encoded_payload_json": None,
-                                  "base64_encoded_fault_json": None, "entity_id": None,
-                                  "key_attributes": {"test": "true"}, "operation": None},
-                "received_at": format_time(datetime.now(UTC))}
+    document = EventOut(
+        id=f"test-{new_event_id()}", entity_id=None, entity_name=entity, event_source="SYSTEM",
+        event_type="SYSTEM", event_payload=EventPayloadOut(
+            base64_encoded_payload_json=None, base64_encoded_fault_json=None, entity_id=None,
+            key_attributes={"test": "true"}, operation=None),
+        received_at=datetime.now(UTC)).model_dump(mode="json")
     probe = Delivery(id=0, replay=False)
     result = runtime.senders[destination.kind].send(destination,
                                                     build_message(tenant, document, probe))
-    return json_response({"ok": result.ok, "messageId": result.message_id,
-                          "errorCode": result.error_code, "errorMessage": result.error_message,
-                          "transient": result.transient if not result.ok else None})
+    return json_response(TestResult(
+        ok=result.ok, messageId=result.message_id, errorCode=result.error_code,
+        errorMessage=result.error_message, transient=result.transient if not result.ok else None,
+    ).model_dump(mode="json"))
 

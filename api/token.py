@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Literal
 from urllib.parse import unquote
 
 import orjson
 from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel, Field
 
 from api import token_guard
 from api.http import BODY_LIMIT, ApiError, accept_body, json_response
@@ -17,6 +19,37 @@ from tenants.auth import InvalidClient, InvalidScope, authenticate_client, mint_
 from tenants.revocation import disabled_tenants
 
 bp = Blueprint("token", __name__)
+
+
+class TokenRequest(BaseModel):
+    grant_type: str = Field(json_schema_extra={"enum": ["client_credentials"]})
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = Field(None, description="space-separated subset of: events:write "
+                              "events:read subscriptions jobs (default: all of the client's)")
+    expires_in: str | None = Field(None, description="lifetime asked for, in seconds (>= 60; "
+                                   "default EC_TOKEN_TTL_SECONDS); never more than "
+                                   "EC_TOKEN_MAX_TTL_SECONDS")
+
+
+class OAuthError(BaseModel):
+    """The token endpoint's errors (RFC 6749 section 5.2), which OAuth client libraries read."""
+
+    error: Literal["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                   "unsupported_grant_type", "invalid_scope", "temporarily_unavailable",
+                   "server_error"] = Field(description=(
+        "invalid_client on 401 (with WWW-Authenticate); unauthorized_client on 403 (the tenant is "
+        "disabled); temporarily_unavailable on 429/503 (with Retry-After); invalid_request for a "
+        "malformed request"))
+    error_description: str
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+
 
 # RFC 6749 section 5.2: the token endpoint's errors are {"error", "error_description"}, so that
 # OAuth client libraries read them. Codes the RFC defines are kept; other refusals map onto it.
@@ -50,9 +83,10 @@ def _oauth_error_form(response: Response) -> Response:
         return response
     if not isinstance(error, dict):
         return response
-    body = {"error": _oauth_code(response.status_code, str(error.get("code", ""))),
-            "error_description": str(error.get("message", ""))}
-    response.set_data(orjson.dumps(body))
+    body = OAuthError.model_validate(
+        {"error": _oauth_code(response.status_code, str(error.get("code", ""))),
+         "error_description": str(error.get("message", ""))})
+    response.set_data(orjson.dumps(body.model_dump(mode="json")))
     response.headers["Cache-Control"] = "no-store"
     if response.status_code == 401:  # section 5.2: the scheme the client authenticates with
         response.headers["WWW-Authenticate"] = 'Basic realm="token"'
@@ -160,8 +194,8 @@ def issue_token() -> Response:
     token = mint_token(runtime.settings.token_secret, tenant=tenant, client_id=client_id,
                        scopes=wanted, ttl_seconds=ttl, generation=generation)
     return json_response(
-        {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
-         "scope": " ".join(sorted(wanted))},
+        TokenResponse(access_token=token, token_type="Bearer", expires_in=ttl,
+                      scope=" ".join(sorted(wanted))).model_dump(mode="json"),
         200,
         {"Cache-Control": "no-store", "Pragma": "no-cache"},
     )

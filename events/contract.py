@@ -1,4 +1,9 @@
-"""Events as the HTTP contract defines them: enums, the validated input model, ids, hashing, payload views."""
+"""Events as the HTTP contract defines them: enums, the validated input model (EventIn), the
+response models (EventOut and the shapes built on it), ids, hashing, payload views.
+
+A field of an event is declared here twice, once as clients send it (EventIn) and once as it is
+stored and returned (EventOut); event_document, EventOut.from_row and event_columns map it onto
+the EventRecord column of the same name (``_COLUMN_OF`` lists the few that differ)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import threading
 import time
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 import orjson
 from pydantic import (
@@ -23,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from infra.contract import ErrorBody, ResponseModel, Timestamp
 from infra.limits import (
     ATTR_KEY_MAX,
     ATTR_VALUE_MAX,
@@ -32,6 +38,9 @@ from infra.limits import (
     MAX_KEY_ATTRIBUTES,
 )
 from infra.timefmt import format_time
+
+if TYPE_CHECKING:
+    from events.models import EventRecord, QuarantinedEvent
 
 
 class EventType(StrEnum):
@@ -259,28 +268,143 @@ def new_event_id() -> str:
 
 
 def event_document(event: EventIn, event_id: str, received_at: datetime) -> dict[str, Any]:
-    """The event as it is stored and returned by ``GET /api/v1/events/{id}``."""
-    p = event.event_payload
-    return {
-        "id": event_id,
-        "entity_id": event.entity_id,
-        "entity_name": event.entity_name.value if event.entity_name else None,
-        "event_source": event.event_source.value,
-        "event_type": event.event_type.value,
-        "event_payload": {
-            "base64_encoded_payload_json": p.base64_encoded_payload_json,
-            "base64_encoded_fault_json": p.base64_encoded_fault_json,
-            "entity_id": p.entity_id,
-            "key_attributes": dict(p.key_attributes),
-            "operation": p.operation.value if p.operation else None,
-        },
-        "received_at": format_time(received_at),
-    }
+    """The event as it is stored and returned by ``GET /api/v1/events/{id}`` (EventOut's shape:
+    EventIn's fields in their order, the id filled in, and ``received_at``; a field added later
+    left out when unset)."""
+    document = {**event.model_dump(mode="json"), "id": event_id,
+                "received_at": format_time(received_at)}
+    for name in EventOut.omitted_when_none:
+        if document.get(name, "") is None:
+            del document[name]
+    return document
+
+
+# --- the event as stored and returned ---------------------------------------------------------
+
+_AS_SENT = ("standard base64, stored and returned as sent; its content need not be JSON (an "
+            "upstream's HTML error page, XML or a form is kept as it came)")
+
+
+class EventPayloadOut(ResponseModel):
+    base64_encoded_payload_json: str | None = Field(description=_AS_SENT)
+    base64_encoded_fault_json: str | None = Field(description=_AS_SENT)
+    entity_id: str | None
+    key_attributes: dict[str, str]
+    operation: str | None
+
+
+class EventOut(ResponseModel):
+    """An event as stored and returned (the document event_document makes)."""
+
+    # Optional fields added to the contract later are left out (not null) when unset, so that
+    # the answer to a client that does not use them stays what it was.
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+
+    id: str
+    entity_id: str | None
+    entity_name: str | None
+    event_source: str
+    event_type: str
+    event_payload: EventPayloadOut
+    received_at: Timestamp = Field(description="RFC 3339, UTC, when the collector accepted the "
+                                               "event")
+
+    @classmethod
+    def from_row(cls, row: EventRecord) -> Self:
+        return cls.model_validate(stored_fields(row))
+
+
+# The EventRecord column of a document field, where its name differs (the others have the
+# field's own name).
+_COLUMN_OF = {"id": "event_id"}
+_PAYLOAD_COLUMN_OF = {"base64_encoded_payload_json": "payload_b64",
+                      "base64_encoded_fault_json": "fault_b64", "entity_id": "payload_entity_id"}
+_EVENT_FIELDS = tuple(n for n in EventOut.model_fields if n != "event_payload")
+
+
+def stored_fields(row: EventRecord) -> dict[str, Any]:
+    """EventOut's fields read from an EventRecord (unvalidated)."""
+    values = {name: getattr(row, _COLUMN_OF.get(name, name)) for name in _EVENT_FIELDS}
+    payload = {name: getattr(row, _PAYLOAD_COLUMN_OF.get(name, name))
+               for name in EventPayloadOut.model_fields}
+    payload["key_attributes"] = dict(payload["key_attributes"] or {})
+    return {**values, "event_payload": payload}
+
+
+def event_columns(document: dict[str, Any]) -> dict[str, Any]:
+    """The EventRecord columns of a stored document (event_document's), ``received_at`` left as
+    the document's text."""
+    payload = document.get("event_payload") or {}
+    columns = {_COLUMN_OF.get(name, name): document.get(name) for name in _EVENT_FIELDS}
+    columns.update({_PAYLOAD_COLUMN_OF.get(name, name): payload.get(name)
+                    for name in EventPayloadOut.model_fields})
+    columns["key_attributes"] = payload.get("key_attributes") or {}
+    return columns
+
+
+class QuarantineDetails(ResponseModel):
+    """Why and since when an accepted event is quarantined."""
+
+    id: int = Field(description="the quarantine entry's id, opaque (from_id of GET "
+                                "/api/v1/quarantine)")
+    reason: str = Field(description="why the database refused the event (no values quoted)")
+    error: str = Field(description="the database error's class, e.g. StringDataRightTruncation")
+    quarantined_at: Timestamp
+    retries: int = Field(description="operator re-drives that failed again")
+    last_retry_at: Timestamp | None
+
+    @classmethod
+    def from_row(cls, row: QuarantinedEvent) -> Self:
+        return cls(id=row.id, reason=row.reason, error=row.error_class,
+                   quarantined_at=row.quarantined_at, retries=row.retries,
+                   last_retry_at=row.last_retry_at)
+
+
+class EventStatus(EventOut):
+    """An event as GET /api/v1/events/{id} returns it: the document and where it is."""
+
+    omitted_when_none: ClassVar[frozenset[str]] = EventOut.omitted_when_none | {"quarantine"}
+
+    status: Literal["stored", "accepted", "quarantined"] = Field(
+        description="stored; accepted (not stored yet: the intake's record, read-your-writes); "
+                    "quarantined (accepted, but the database refused it: see quarantine)")
+    quarantine: QuarantineDetails | None = Field(
+        None, description="present when status is quarantined")
+
+
+class QuarantinedEventOut(EventOut):
+    """An accepted event the database refused: the accepted document and why."""
+
+    status: Literal["quarantined"]
+    quarantine: QuarantineDetails
+
+
+class EventList(ResponseModel):
+    events: list[EventOut]
+    total: int
+    next_from_id: int | None = Field(
+        description="pass as from_id for the next page. In id ASC order the last non-empty page "
+        "still gives one (last + 1) so a client can come back for newer events; an empty page "
+        "(or the end in other orders) gives null")
+
+
+class QuarantineList(ResponseModel):
+    events: list[QuarantinedEventOut]
+    total: int
+    next_from_id: int | None = Field(description="pass as from_id for the next page; null at "
+                                                 "the end")
+
+
+# The fields every stored hash covers, null or not. A field added to the contract later counts
+# only when it is set, so an event stored before it existed, posted again, is still a duplicate.
+_HASHED_ALWAYS = frozenset({"entity_id", "entity_name", "event_source", "event_type",
+                            "event_payload"})
 
 
 def body_hash(document: dict[str, Any]) -> str:
     """Hash of what the client said (everything but the server's fields): idempotency key."""
-    client_part = {k: v for k, v in document.items() if k not in ("id", "received_at")}
+    client_part = {k: v for k, v in document.items() if k not in ("id", "received_at")
+                   and (v is not None or k in _HASHED_ALWAYS)}
     return hashlib.sha256(orjson.dumps(client_part, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -325,3 +449,29 @@ def payload_view(document: dict[str, Any]) -> Any:
         return None
     value, text = found
     return text if value is _NOT_JSON else value
+
+
+# --- the batch route (ingest/routes.py builds its answer as plain dicts, for speed, in this
+# shape; schemathesis checks that it keeps to it) ------------------------------------------------
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000,
+                                         description="each item is an EventIn")
+
+
+class BatchItem(ResponseModel):
+    index: int
+    status: int = Field(description="201 accepted, 200 duplicate, 400 invalid, 409 id conflict")
+    id: str | None = None
+    event: EventOut | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResult(ResponseModel):
+    accepted: int
+    duplicates: int
+    conflicts: int
+    rejected: int
+    results: list[BatchItem]

@@ -19,9 +19,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from events.contract import QuarantineDetails, QuarantinedEventOut
 from events.models import EventRecord, QuarantinedEvent
 from infra.limits import ERROR_TEXT_MAX
-from infra.timefmt import format_time
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
@@ -134,12 +134,12 @@ def document_of(row: QuarantinedEvent) -> dict[str, Any]:
 
 def details(row: QuarantinedEvent) -> dict[str, Any]:
     """Why and since when the event is quarantined (the ``quarantine`` object of the API)."""
-    return {"id": row.id, "reason": row.reason, "error": row.error_class,
-            "quarantined_at": format_time(row.quarantined_at), "retries": row.retries,
-            "last_retry_at": format_time(row.last_retry_at) if row.last_retry_at else None}
+    return QuarantineDetails.from_row(row).model_dump(mode="json")
 
 
-def to_api(row: QuarantinedEvent) -> dict[str, Any]:
+def to_api(row: QuarantinedEvent) -> QuarantinedEventOut:
     """A quarantined event as GET /api/v1/events/{id} and GET /api/v1/quarantine show it: the
     accepted document, ``"status": "quarantined"`` and the ``quarantine`` details."""
-    return {**document_of(row), "status": "quarantined", "quarantine": details(row)}
+    return QuarantinedEventOut.model_validate(
+        {**document_of(row), "status": "quarantined",
+         "quarantine": QuarantineDetails.from_row(row)})

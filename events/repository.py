@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import JSON, Boolean, DateTime, Integer, func, select, text, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from events.contract import body_hash
+from events.contract import EventOut, body_hash, event_columns
 from events.models import EventRecord
-from infra.timefmt import format_time, parse_time
+from infra.timefmt import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +24,11 @@ _SEQ_LOCK_KEY = 0x45564331
 
 
 def _row_values(tenant: str, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-    payload = doc.get("event_payload") or {}
-    attributes = payload.get("key_attributes") or {}
+    columns = event_columns(doc)
+    attributes = columns["key_attributes"]
     return {
         "tenant": tenant,
-        "event_id": doc["id"],
-        "entity_id": doc.get("entity_id"),
-        "entity_name": doc.get("entity_name"),
-        "event_source": doc["event_source"],
-        "event_type": doc["event_type"],
-        "operation": payload.get("operation"),
-        "payload_entity_id": payload.get("entity_id"),
-        "payload_b64": payload.get("base64_encoded_payload_json"),
-        "fault_b64": payload.get("base64_encoded_fault_json"),
-        "key_attributes": attributes,
+        **columns,
         "correlation_id": (attributes.get("correlationId") or attributes.get("correlation_id")),
         "body_hash": body_hash(doc),
         "received_at": parse_time(doc["received_at"]),
@@ -50,13 +41,13 @@ def _row_values(tenant: str, doc: dict[str, Any], now: datetime) -> dict[str, An
 # placeholders that the driver re-parsed on every execute: two thirds of the persist pool's CPU),
 # and orjson encodes a whole batch in one C call (one text array per column spent half the pool's
 # CPU in psycopg's Python array dumper; see bench/NOTES.md).
-_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("tenant", "text"), ("event_id", "text"), ("entity_id", "text"), ("entity_name", "text"),
-    ("event_source", "text"), ("event_type", "text"), ("operation", "text"),
-    ("payload_entity_id", "text"), ("payload_b64", "text"), ("fault_b64", "text"),
-    ("key_attributes", "jsonb"), ("correlation_id", "text"), ("body_hash", "text"),
-    ("received_at", "timestamptz"), ("stored_at", "timestamptz"),
-)
+# Every column but the two numbers the database assigns, in table order, with its type there.
+_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (c.name, "jsonb" if isinstance(c.type, JSON) else
+     "timestamptz" if isinstance(c.type, DateTime) else
+     "boolean" if isinstance(c.type, Boolean) else
+     "bigint" if isinstance(c.type, Integer) else "text")
+    for c in EventRecord.__table__.columns if c.name not in ("seq", "tenant_seq"))
 _NAMES = ", ".join(c for c, _ in _COLUMNS)
 # tenant_seq: the tenant's highest number so far (a unique index lookup) plus the row's position
 # in the batch. Every inserting transaction holds the sequence lock (lock_sequence), so the max
@@ -163,21 +154,7 @@ def save_events(session: Session, tenant: str, documents: list[dict[str, Any]]) 
 
 def to_document(row: EventRecord) -> dict[str, Any]:
     """The stored event in the v1 API shape (the same document the intake cached)."""
-    return {
-        "id": row.event_id,
-        "entity_id": row.entity_id,
-        "entity_name": row.entity_name,
-        "event_source": row.event_source,
-        "event_type": row.event_type,
-        "event_payload": {
-            "base64_encoded_payload_json": row.payload_b64,
-            "base64_encoded_fault_json": row.fault_b64,
-            "entity_id": row.payload_entity_id,
-            "key_attributes": dict(row.key_attributes or {}),
-            "operation": row.operation,
-        },
-        "received_at": format_time(row.received_at),
-    }
+    return EventOut.from_row(row).model_dump(mode="json")
 
 
 def stored_versions(

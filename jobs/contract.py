@@ -1,14 +1,16 @@
-"""Jobs as the HTTP contract defines them: notification kinds and the input model."""
+"""Jobs as the HTTP contract defines them: notification kinds, the input model and the response
+models (jobs, their runs)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from events.contract import ClientId
+from infra.contract import ResponseModel, Timestamp
 from infra.limits import (
     INT64_MAX,
     INT64_MIN,
@@ -19,6 +21,9 @@ from infra.limits import (
     TIMEZONE_MAX,
 )
 from jobs.schedules import ScheduleError, parse_schedule, zone
+
+if TYPE_CHECKING:
+    from jobs.models import Job, JobRun
 
 
 class Notification(StrEnum):
@@ -129,3 +134,69 @@ class JobIn(BaseModel):
         if not self.schedule and not self.scheduleExpression:
             raise ValueError("a job needs a schedule (5-field cron) or a scheduleExpression")
         return self
+
+
+# --- response models ---------------------------------------------------------------------------
+
+
+class JobOut(ResponseModel):
+    """A notification job as responses show it."""
+
+    id: str
+    deleted: bool
+    is_active: bool
+    is_scheduled: bool
+    job_parameters: dict[str, Any]
+    notification: str
+    number_of_items_in_email: int
+    schedule: str | None
+    scheduleExpression: str | None
+    template_id: str
+    timezone: str
+    next_run_at: Timestamp | None
+    last_run_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def from_row(cls, job: Job) -> Self:
+        return cls(id=job.id, deleted=job.deleted, is_active=job.is_active,
+                   is_scheduled=job.is_scheduled, job_parameters=dict(job.job_parameters or {}),
+                   notification=job.notification,
+                   number_of_items_in_email=job.number_of_items_in_email, schedule=job.schedule,
+                   scheduleExpression=job.schedule_expression, template_id=job.template_id,
+                   timezone=job.timezone, next_run_at=job.next_run_at,
+                   last_run_at=job.last_run_at, created_at=job.created_at,
+                   updated_at=job.updated_at)
+
+
+class JobRunOut(ResponseModel):
+    id: int = Field(description="opaque; the run_id of POST .../run and of SendGrid's custom args")
+    fire_time: Timestamp
+    trigger: str
+    status: str
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    recipients: int
+    sent: int
+    failed: int
+    skipped: int
+    attempts: int
+    error: str | None
+
+    @classmethod
+    def from_row(cls, run: JobRun) -> Self:
+        return cls(id=run.id, fire_time=run.fire_time, trigger=run.trigger, status=run.status,
+                   created_at=run.created_at, finished_at=run.finished_at,
+                   recipients=run.recipients, sent=run.sent, failed=run.failed,
+                   skipped=run.skipped, attempts=run.attempts, error=run.error)
+
+
+class JobRuns(ResponseModel):
+    runs: list[JobRunOut]
+
+
+class RunQueued(ResponseModel):
+    run_id: int = Field(description="opaque; the id in the run history")
+    status: str = Field(description="queued; or deferred when the broker could not be reached: "
+                                    "the run is recorded and the scheduler sends it (do not retry)")

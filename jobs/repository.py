@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,8 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from events.contract import new_event_id
-from infra.timefmt import format_time
-from jobs.contract import JobExists, JobIn
+from jobs.contract import JobExists, JobIn, JobOut, JobRunOut
 from jobs.models import Job, JobRun, RunStatus, RunTrigger
 from jobs.schedules import Schedule, parse_schedule
 from tenants.revocation import disabled_tenant_names
@@ -91,45 +89,12 @@ def list_jobs(session: Session, tenant: str, *, include_deleted: bool,
     return list(session.execute(stmt.order_by(Job.pk).limit(limit)).scalars())
 
 
-def _time(moment: datetime | None) -> str | None:
-    return format_time(moment) if moment else None
+def to_api(job: Job) -> JobOut:
+    return JobOut.from_row(job)
 
 
-def to_api(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "deleted": job.deleted,
-        "is_active": job.is_active,
-        "is_scheduled": job.is_scheduled,
-        "job_parameters": dict(job.job_parameters or {}),
-        "notification": job.notification,
-        "number_of_items_in_email": job.number_of_items_in_email,
-        "schedule": job.schedule,
-        "scheduleExpression": job.schedule_expression,
-        "template_id": job.template_id,
-        "timezone": job.timezone,
-        "next_run_at": _time(job.next_run_at),
-        "last_run_at": _time(job.last_run_at),
-        "created_at": _time(job.created_at),
-        "updated_at": _time(job.updated_at),
-    }
-
-
-def run_to_api(run: JobRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "fire_time": _time(run.fire_time),
-        "trigger": run.trigger,
-        "status": run.status,
-        "created_at": _time(run.created_at),
-        "finished_at": _time(run.finished_at),
-        "recipients": run.recipients,
-        "sent": run.sent,
-        "failed": run.failed,
-        "skipped": run.skipped,
-        "attempts": run.attempts,
-        "error": run.error,
-    }
+def run_to_api(run: JobRun) -> JobRunOut:
+    return JobRunOut.from_row(run)
 
 
 def list_runs(session: Session, job: Job, *, limit: int = 100) -> list[JobRun]:

@@ -1,8 +1,9 @@
-"""Subscriptions as the HTTP contract defines them: the input models and their validation."""
+"""Subscriptions as the HTTP contract defines them: the input models and their validation, and
+the response models (subscriptions, the attempt log, replay and test-send answers)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
 )
 
 from events.contract import ClientId, EntityName, EventType
+from infra.contract import ResponseModel, Timestamp
 from infra.limits import (
     ACCESS_KEY_MAX,
     ACCESS_KEY_MIN,
@@ -26,6 +28,9 @@ from infra.limits import (
     ROLE_ARN_MAX,
     full_pattern,
 )
+
+if TYPE_CHECKING:
+    from subscriptions.models import DeliveryAttempt, Subscription
 
 MASK = "********"
 # Matched whole, with ASCII classes (store/limits.py): no trailing newline, no Unicode digits.
@@ -315,3 +320,130 @@ class SubscriptionIn(BaseModel):
         if not (self.subscribeCreate or self.subscribeChange or self.subscribeDelete):
             raise ValueError("at least one of subscribeCreate, subscribeChange, subscribeDelete must be true")
         return self
+
+
+# --- response models ---------------------------------------------------------------------------
+
+
+def mask_key(access_key: str) -> str:
+    return "****" + access_key[-4:]
+
+
+class DestinationBlockOut(ResponseModel):
+    """An ``sqs`` or ``sns`` block as responses show it (secrets masked, never returned)."""
+
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"queueUrl", "topicArn"})
+
+    queueUrl: str | None = Field(None, description="SQS destinations")
+    topicArn: str | None = Field(None, description="SNS destinations")
+    region: str
+    credentials: Literal["keys", "role", "platform"] = Field(
+        description="how deliveries authenticate to AWS")
+    accessKey: str | None = Field(description="masked: '****' + the last 4 characters")
+    accessSecret: str | None = Field(description="masked: '********' when one is stored")
+    roleArn: str | None = Field(description="the role assumed with STS (credentials: role)")
+    externalId: str | None = Field(
+        description="read-only, role destinations: the ExternalId Event Collector passes when "
+                    "it assumes the role (generated per tenant; require it in the role's trust "
+                    "policy)")
+
+
+class DestinationOut(ResponseModel):
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"sqs", "sns"})
+
+    type: str
+    sqs: DestinationBlockOut | None = None
+    sns: DestinationBlockOut | None = None
+
+
+class SubscriptionOut(ResponseModel):
+    """A subscription as responses show it (secrets masked)."""
+
+    id: str
+    active: bool
+    entityType: str
+    subscribeCreate: bool
+    subscribeChange: bool
+    subscribeDelete: bool
+    eventTypes: list[str]
+    destination: DestinationOut
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    failingSince: Timestamp | None
+    deactivatedAt: Timestamp | None
+    deactivationReason: str | None
+
+    @classmethod
+    def from_row(cls, sub: Subscription, external_id: str | None) -> Self:
+        """Secrets masked, never returned; a role destination shows the tenant's
+        ``external_id`` (read-only)."""
+        block = DestinationBlockOut(
+            queueUrl=sub.target if sub.destination_type == "SQS" else None,
+            topicArn=sub.target if sub.destination_type != "SQS" else None,
+            region=sub.region,
+            credentials=sub.credentials,  # type: ignore[arg-type]
+            accessKey=mask_key(sub.access_key) if sub.access_key else None,
+            accessSecret=MASK if sub.access_secret_enc else None,
+            roleArn=sub.role_arn,
+            externalId=external_id if sub.credentials == "role" else None,
+        )
+        destination = DestinationOut.model_validate(
+            {"type": sub.destination_type, sub.destination_type.lower(): block})
+        return cls(id=sub.id, active=sub.active, entityType=sub.entity_type,
+                   subscribeCreate=sub.subscribe_create, subscribeChange=sub.subscribe_change,
+                   subscribeDelete=sub.subscribe_delete, eventTypes=sub.event_types.split(),
+                   destination=destination, createdAt=sub.created_at, updatedAt=sub.updated_at,
+                   failingSince=sub.failing_since, deactivatedAt=sub.deactivated_at,
+                   deactivationReason=sub.deactivation_reason)
+
+
+class Deactivated(ResponseModel):
+    body: dict[str, Any]
+    statusCode: str
+    statusCodeValue: int
+
+
+class AttemptOut(ResponseModel):
+    """One delivery attempt in the attempt log."""
+
+    id: int = Field(description="opaque (says nothing about other tenants); pass as from_id")
+    deliveryId: int = Field(description="opaque, the same for every attempt of a delivery")
+    eventId: str
+    attempt: int
+    attemptedAt: Timestamp
+    status: str
+    errorCode: str | None
+    errorMessage: str | None
+    messageId: str | None
+    latencyMs: int
+
+    @classmethod
+    def from_row(cls, row: DeliveryAttempt) -> Self:
+        return cls(id=row.id, deliveryId=row.delivery_id, eventId=row.event_id,
+                   attempt=row.attempt, attemptedAt=row.attempted_at, status=row.status,
+                   errorCode=row.error_code, errorMessage=row.error_message,
+                   messageId=row.message_id, latencyMs=row.latency_ms)
+
+
+class AttemptList(ResponseModel):
+    deliveries: list[AttemptOut]
+    total: int
+    next_from_id: int | None
+
+
+class Queued(ResponseModel):
+    queued: int
+    deferred: bool = Field(
+        description="true when the broker could not be reached: the deliveries are recorded "
+                    "and the scheduler's sweep sends them (do not retry: that replays again)")
+
+
+class TestResult(ResponseModel):
+    """The outcome of a test send. A secret that cannot be decrypted is answered without
+    ``messageId`` and ``transient``."""
+
+    ok: bool
+    messageId: str | None
+    errorCode: str | None
+    errorMessage: str | None
+    transient: bool | None

@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from events.models import EventRecord
-from infra.timefmt import format_time
+from subscriptions.contract import AttemptOut
 from subscriptions.matching import MatchRule, SubscriptionIndex
 from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 
@@ -52,7 +52,7 @@ def record_attempt(
 
 @dataclass(frozen=True)
 class AttemptPage:
-    attempts: list[dict[str, Any]]
+    attempts: list[AttemptOut]
     total: int
     next_from_id: int | None
 
@@ -73,22 +73,7 @@ def list_attempts(
         select(DeliveryAttempt).where(*conditions).order_by(DeliveryAttempt.id).limit(per_page + 1)
     ).scalars())
     next_id = rows[per_page].id if len(rows) > per_page else None
-    return AttemptPage([attempt_to_api(r) for r in rows[:per_page]], total, next_id)
-
-
-def attempt_to_api(row: DeliveryAttempt) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "deliveryId": row.delivery_id,
-        "eventId": row.event_id,
-        "attempt": row.attempt,
-        "attemptedAt": format_time(row.attempted_at),
-        "status": row.status,
-        "errorCode": row.error_code,
-        "errorMessage": row.error_message,
-        "messageId": row.message_id,
-        "latencyMs": row.latency_ms,
-    }
+    return AttemptPage([AttemptOut.from_row(r) for r in rows[:per_page]], total, next_id)
 
 
 def replay_deliveries(

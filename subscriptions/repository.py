@@ -1,17 +1,23 @@
-"""Subscription storage (secrets encrypted) and the API view."""
+"""Subscription storage (secrets encrypted); the API view is subscriptions.contract.SubscriptionOut."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from events.contract import new_event_id
 from infra.crypto import SecretBox, SecretsUnavailable
-from infra.timefmt import format_time
-from subscriptions.contract import ACCESS_KEY_RE, MASK, SubscriptionError, SubscriptionExists, SubscriptionIn
+from subscriptions.contract import (
+    ACCESS_KEY_RE,
+    MASK,
+    SubscriptionError,
+    SubscriptionExists,
+    SubscriptionIn,
+    SubscriptionOut,
+    mask_key,
+)
 from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from tenants.aws_identity import TenantAws, tenant_aws
 from tenants.models import Tenant
@@ -176,34 +182,6 @@ def delete_subscription(session: Session, tenant: str, sub_id: str) -> bool:
     return True
 
 
-def mask_key(access_key: str) -> str:
-    return "****" + access_key[-4:]
-
-
-def to_api(sub: Subscription, external_id: str | None) -> dict[str, Any]:
-    """The subscription as responses show it: secrets masked, never returned; a role
-    destination shows the tenant's ``external_id`` (read-only)."""
-    block: dict[str, Any] = {
-        "queueUrl" if sub.destination_type == "SQS" else "topicArn": sub.target,
-        "region": sub.region,
-        "credentials": sub.credentials,
-        "accessKey": mask_key(sub.access_key) if sub.access_key else None,
-        "accessSecret": MASK if sub.access_secret_enc else None,
-        "roleArn": sub.role_arn,
-        "externalId": external_id if sub.credentials == "role" else None,
-    }
-    return {
-        "id": sub.id,
-        "active": sub.active,
-        "entityType": sub.entity_type,
-        "subscribeCreate": sub.subscribe_create,
-        "subscribeChange": sub.subscribe_change,
-        "subscribeDelete": sub.subscribe_delete,
-        "eventTypes": sub.event_types.split(),
-        "destination": {"type": sub.destination_type, sub.destination_type.lower(): block},
-        "createdAt": format_time(sub.created_at),
-        "updatedAt": format_time(sub.updated_at),
-        "failingSince": format_time(sub.failing_since) if sub.failing_since else None,
-        "deactivatedAt": format_time(sub.deactivated_at) if sub.deactivated_at else None,
-        "deactivationReason": sub.deactivation_reason,
-    }
+def to_api(sub: Subscription, external_id: str | None) -> SubscriptionOut:
+    """The subscription as responses show it (subscriptions.contract.SubscriptionOut)."""
+    return SubscriptionOut.from_row(sub, external_id)
