@@ -113,8 +113,13 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     if bool(args.all) == bool(args.jti):
         print("error: give a JTI or --all (not both)", file=sys.stderr)
         return 2
-    done = _tenant_session(lambda session: revoke_operator_tokens(session) if args.all else
-                           revoke_token(session, args.jti, settings.token_max_ttl_seconds) or 0)
+    def revoke(session: Any) -> int:
+        if args.all:
+            return revoke_operator_tokens(session)
+        revoke_token(session, args.jti, settings.token_max_ttl_seconds)
+        return 0
+
+    done = _tenant_session(revoke)
     if done is None:
         return 1
     print("every operator token issued so far is revoked (operator generation "
@@ -442,15 +447,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quarantined(sessions: object, args: argparse.Namespace, limit: int | None) -> list[object]:
+def _quarantined(sessions: Any, args: argparse.Namespace, limit: int | None) -> list[Any]:
     """The quarantine rows ``args`` selects (--tenant, --id), oldest first, up to ``limit``."""
     from events.quarantine import list_quarantined
 
-    rows: list[object] = []
+    rows: list[Any] = []
     from_id = None
     while limit is None or len(rows) < limit:
         size = 500 if limit is None else min(500, limit - len(rows))
-        with sessions() as session:  # type: ignore[operator]
+        with sessions() as session:
             page = list_quarantined(session, tenant=args.tenant, event_ids=args.id or None,
                                     from_id=from_id, per_page=size)
         rows += page.rows
@@ -494,7 +499,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _redrive(settings: Settings, sessions: object, rows: list[object]) -> int:
+def _redrive(settings: Settings, sessions: Any, rows: list[Any]) -> int:
     """Store the rows' events again through the persist path; 0 when all are stored."""
     from events.quarantine import document_of
     from infra.broker.dispatch import enqueue_deliveries
@@ -523,7 +528,7 @@ def _redrive(settings: Settings, sessions: object, rows: list[object]) -> int:
     counts = {"stored": 0, "quarantined": 0}
     for start in range(0, len(rows), 1000):
         chunk = rows[start:start + 1000]
-        outcome = redrive(sessions, indexes,  # type: ignore[arg-type]
+        outcome = redrive(sessions, indexes,
                           [(r.tenant, document_of(r)) for r in chunk], after_commit=send)
         reasons: dict[tuple[str, str], str] = {}
         if any(v == "quarantined" for v in outcome.values()):

@@ -273,11 +273,11 @@ def list_events(session: Session, tenant: str, q: EventQuery) -> EventPage:
 
     page_conditions = list(conditions)
     if q.sort == "received_at":
-        order = (EventRecord.received_at, EventRecord.seq)
+        order: tuple[Any, ...] = (EventRecord.received_at, EventRecord.seq)
         if q.from_seq is not None:
             anchor = get_event_by_number(session, tenant, q.from_seq)
             if anchor is not None:
-                key = (anchor.received_at, anchor.seq)
+                key: tuple[Any, ...] = (anchor.received_at, anchor.seq)
                 cmp = tuple_(EventRecord.received_at, EventRecord.seq)
                 page_conditions.append(cmp <= key if q.descending else cmp >= key)
     elif q.sort == "type":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -14,6 +15,11 @@ from events.models import Customer, Price, StockLevel, Wishlist, WishlistItem
 from jobs.models import Job
 
 DEFAULT_LOW_STOCK_THRESHOLD = 5
+
+
+def _remember(attribute: str, value: Any, item: WishlistItem) -> None:
+    """What a sent mail records on an item (the price, restock or low-stock time it told of)."""
+    setattr(item, attribute, value)
 
 
 @dataclass
@@ -98,13 +104,13 @@ def plan(session: Session, job: Job) -> tuple[list[Planned], int]:
             reference = item.notified_price if item.notified_price is not None else item.price_at_add
             if current is not None and reference is not None and current < reference:
                 pick = Pick(item, {**data, "old_price": reference},
-                            lambda i, p=current: setattr(i, "notified_price", p))
+                            partial(_remember, "notified_price", current))
         elif kind == "BACK_IN_STOCK":
             restocked = level.restocked_at if level is not None else None
             if (restocked is not None and available and restocked > item.added_at
                     and (item.notified_restock_at is None
                          or restocked > item.notified_restock_at)):
-                pick = Pick(item, data, lambda i, r=restocked: setattr(i, "notified_restock_at", r))
+                pick = Pick(item, data, partial(_remember, "notified_restock_at", restocked))
         elif kind == "LOW_STOCK":
             if level is not None and available is not None and 0 < available <= threshold:
                 rise = level.last_rise_at
@@ -113,7 +119,7 @@ def plan(session: Session, job: Job) -> tuple[list[Planned], int]:
                     # Remember the level's own time (when its event was received), so a restock
                     # received before this run but stored after it still opens a new episode.
                     seen = level.as_of
-                    pick = Pick(item, data, lambda i, t=seen: setattr(i, "notified_low_at", t))
+                    pick = Pick(item, data, partial(_remember, "notified_low_at", seen))
         if pick is None:
             continue
         planned = by_customer.setdefault(

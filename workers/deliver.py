@@ -58,7 +58,6 @@ def declare_deliver_actor(
         return retries < 1000 and is_transient(exc)
 
     return dramatiq.actor(
-        deliver,
         actor_name=DELIVER_ACTOR,
         queue_name=DELIVER_QUEUE,
         broker=broker,
@@ -66,4 +65,4 @@ def declare_deliver_actor(
         min_backoff=500,
         max_backoff=60_000,
         time_limit=60_000,
-    )
+    )(deliver)

@@ -36,6 +36,6 @@ def declare_notify_actor(broker: dramatiq.Broker, sessions: sessionmaker[Session
         return retries < 1000 and (is_transient(exc) or isinstance(exc, RunBusy))
 
     return dramatiq.actor(
-        send_notifications, actor_name=NOTIFY_ACTOR, queue_name=NOTIFY_QUEUE, broker=broker,
+        actor_name=NOTIFY_ACTOR, queue_name=NOTIFY_QUEUE, broker=broker,
         retry_when=retry_when, min_backoff=1000, max_backoff=60_000, time_limit=600_000,
-    )
+    )(send_notifications)

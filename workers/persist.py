@@ -69,7 +69,6 @@ def declare_persist_actor(
         return retries < max_retries and is_transient(exc)
 
     return dramatiq.actor(
-        persist_events,
         actor_name=PERSIST_ACTOR,
         queue_name=PERSIST_QUEUE,
         broker=broker,
@@ -77,4 +76,4 @@ def declare_persist_actor(
         min_backoff=500,
         max_backoff=60_000,
         time_limit=120_000,
-    )
+    )(persist_events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ class DeadLetters:
             out.append(DeadLetter(queue, rid.decode(), dramatiq.Message.decode(raw), int(score)))
         return out
 
-    def retry(self, queue: str, redis_ids: list[str] | None = None) -> int:
+    def retry(self, queue: str, redis_ids: builtins.list[str] | None = None) -> int:
         """Enqueue dead letters again (all, or the given ids) with their retry count reset."""
         zset, msgs = self._keys(queue)
         count = 0

@@ -59,7 +59,7 @@ class RedisIntake(Intake):
         self._msgs_key = messages_key(namespace, PERSIST_QUEUE)
 
     def _envelope(self, tenant: str, redis_message_id: str) -> tuple[bytes, bytes]:
-        message = dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=PERSIST_QUEUE,
             actor_name=PERSIST_ACTOR,
             args=(tenant, _PLACEHOLDER),
