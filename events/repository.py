@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Boolean, DateTime, Integer, func, select, text, tuple_
+from sqlalchemy import JSON, Boolean, DateTime, Integer, TypeDecorator, func, select, text, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -42,11 +42,18 @@ def _row_values(tenant: str, doc: dict[str, Any], now: datetime) -> dict[str, An
 # and orjson encodes a whole batch in one C call (one text array per column spent half the pool's
 # CPU in psycopg's Python array dumper; see bench/NOTES.md).
 # Every column but the two numbers the database assigns, in table order, with its type there.
+def _sql_type(column: Any) -> str:
+    """The PostgreSQL type json_to_recordset reads a column's value as (a TypeDecorator such as
+    infra.db.UtcDateTime by the type it stores as)."""
+    stored = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    return ("jsonb" if isinstance(stored, JSON) else
+            "timestamptz" if isinstance(stored, DateTime) else
+            "boolean" if isinstance(stored, Boolean) else
+            "bigint" if isinstance(stored, Integer) else "text")
+
+
 _COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (c.name, "jsonb" if isinstance(c.type, JSON) else
-     "timestamptz" if isinstance(c.type, DateTime) else
-     "boolean" if isinstance(c.type, Boolean) else
-     "bigint" if isinstance(c.type, Integer) else "text")
+    (c.name, _sql_type(c))
     for c in EventRecord.__table__.columns if c.name not in ("seq", "tenant_seq"))
 _NAMES = ", ".join(c for c, _ in _COLUMNS)
 # tenant_seq: the tenant's highest number so far (a unique index lookup) plus the row's position

@@ -75,3 +75,18 @@ def test_a_field_added_later_leaves_the_hash_of_an_event_without_it_unchanged() 
     assert body_hash({**document, "added_later": "1"}) != body_hash(document)
     assert body_hash({**document, "entity_id": None}) != body_hash(
         {k: v for k, v in document.items() if k != "entity_id"})
+
+
+def test_the_postgresql_insert_reads_each_column_as_its_stored_type() -> None:
+    # The recordset insert names a PostgreSQL type per column, derived from the table: a column
+    # typed by a TypeDecorator (infra.db.UtcDateTime) must be read as what it stores, or every
+    # insert fails ("timestamp with time zone but expression is of type text").
+    from events.models import EventRecord
+    from events.repository import _COLUMNS
+    from infra.db import UtcDateTime
+
+    types = dict(_COLUMNS)
+    stamped = [c.name for c in EventRecord.__table__.columns if isinstance(c.type, UtcDateTime)]
+    assert stamped and all(types[name] == "timestamptz" for name in stamped)
+    assert types["key_attributes"] == "jsonb"
+    assert types["event_id"] == "text"
