@@ -1,26 +1,143 @@
-"""Deliveries and their attempt log: locking a delivery, recording attempts, listing, replay."""
+"""Deliveries and their attempt log: claiming deliveries for an attempt, recording outcomes and
+attempts in bulk, FIFO message groups, listing, replay."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from events.models import EventRecord
 from subscriptions.contract import AttemptOut
-from subscriptions.matching import MatchRule, SubscriptionIndex
+from subscriptions.matching import MatchRule, SubscriptionIndex, is_fifo, message_group
 from subscriptions.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 
+# The table itself, for the claim's and the record's Core statements (no ORM session state).
+_TABLE = cast(Table, Delivery.__table__)
 
-def lock_deliveries(session: Session, delivery_ids: list[int]) -> list[Delivery]:
-    """The delivery rows, locked in id order for this transaction on PostgreSQL."""
-    stmt = select(Delivery).where(Delivery.id.in_(delivery_ids)).order_by(Delivery.id)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return list(session.execute(stmt).scalars())
+# The columns an attempt needs, read back by the claim.
+_CLAIMED = (Delivery.id, Delivery.tenant, Delivery.subscription_id, Delivery.event_id,
+            Delivery.status, Delivery.attempts, Delivery.replay, Delivery.created_at,
+            Delivery.first_attempt_at, Delivery.next_attempt_at, Delivery.group_key)
+
+
+def claim_deliveries(session: Session, delivery_ids: list[int], *, token: str, now: datetime,
+                     lease: float) -> list[Delivery]:
+    """Claim, in one statement, the deliveries among ``delivery_ids`` that are pending, due
+    (within a second) and not claimed by an attempt still in flight; they stay claimed by
+    ``token`` for ``lease`` seconds. Returns them as transient Delivery objects (not in the
+    session), in id order: their transitions are recorded by ``record_outcomes``."""
+    if not delivery_ids:
+        return []
+    stmt = (update(_TABLE)
+            .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryStatus.PENDING,
+                   or_(Delivery.next_attempt_at.is_(None),
+                       Delivery.next_attempt_at <= now + timedelta(seconds=1)),
+                   or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now))
+            .values(claim=token, claimed_until=now + timedelta(seconds=lease))
+            .returning(*_CLAIMED))
+    rows = session.execute(stmt).all()
+    claimed = [Delivery(**{c.key: v for c, v in zip(_CLAIMED, row, strict=True)},
+                        claim=token) for row in rows]
+    return sorted(claimed, key=lambda d: d.id)
+
+
+def unclaimed_states(session: Session, delivery_ids: list[int]
+                     ) -> dict[int, tuple[str, datetime | None, datetime | None]]:
+    """id → (status, next attempt at, claimed until) of deliveries a claim did not take."""
+    if not delivery_ids:
+        return {}
+    return {int(r[0]): (str(r[1]), r[2], r[3]) for r in session.execute(
+        select(Delivery.id, Delivery.status, Delivery.next_attempt_at, Delivery.claimed_until)
+        .where(Delivery.id.in_(delivery_ids))).all()}
+
+
+def held_back(session: Session, deliveries: list[Delivery]) -> set[int]:
+    """The ids among ``deliveries`` (of FIFO subscriptions: a ``group_key``) that an earlier
+    pending delivery of their subscription's message group, outside this list, holds back."""
+    grouped = [d for d in deliveries if d.group_key is not None]
+    if not grouped:
+        return set()
+    mine = {d.id for d in grouped}
+    first: dict[tuple[str, str, str], int] = {}
+    for d in grouped:
+        key = (d.tenant, d.subscription_id, str(d.group_key))
+        first[key] = min(first.get(key, d.id), d.id)
+    blocked: set[tuple[str, str, str]] = set()
+    for (tenant, sub_id), keys in _by_subscription(first).items():
+        rows = session.execute(
+            select(Delivery.group_key, func.min(Delivery.id)).where(
+                Delivery.tenant == tenant, Delivery.subscription_id == sub_id,
+                Delivery.group_key.in_(sorted(keys)), Delivery.status == DeliveryStatus.PENDING,
+                Delivery.id.not_in(sorted(mine)))
+            .group_by(Delivery.group_key)).all()
+        for group_key, earliest in rows:
+            if earliest < first[(tenant, sub_id, str(group_key))]:
+                blocked.add((tenant, sub_id, str(group_key)))
+    return {d.id for d in grouped if (d.tenant, d.subscription_id, str(d.group_key)) in blocked}
+
+
+def _by_subscription(keys: dict[tuple[str, str, str], int]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for tenant, sub_id, group_key in keys:
+        out.setdefault((tenant, sub_id), set()).add(group_key)
+    return out
+
+
+def next_in_groups(session: Session, done: list[Delivery], limit: int = 1000) -> list[int]:
+    """The pending deliveries of the message groups whose earlier deliveries ``done`` left
+    (succeeded, failed or cancelled): what they held back, to enqueue now, in id order."""
+    keys = {(d.tenant, d.subscription_id, str(d.group_key)): d.id for d in done
+            if d.group_key is not None}
+    ids: list[int] = []
+    for (tenant, sub_id), groups in _by_subscription(keys).items():
+        ids += [int(i) for i in session.execute(
+            select(Delivery.id).where(
+                Delivery.tenant == tenant, Delivery.subscription_id == sub_id,
+                Delivery.group_key.in_(sorted(groups)), Delivery.status == DeliveryStatus.PENDING)
+            .order_by(Delivery.id).limit(limit)).scalars()]
+    return sorted(set(ids))
+
+
+# What record_outcomes writes back of each delivery.
+_OUTCOME_COLUMNS = ("status", "attempts", "first_attempt_at", "last_attempt_at",
+                    "next_attempt_at", "delivered_at", "message_id", "last_error")
+
+
+def record_outcomes(session: Session, deliveries: list[Delivery],
+                    attempts: list[dict[str, Any]]) -> int:
+    """Write back the claimed ``deliveries`` (their transitions applied) and release them,
+    where the claim is still theirs, and insert the ``attempts`` rows (every attempt made is
+    logged, also one whose claim lapsed meanwhile). One statement each; returns how many
+    deliveries were written."""
+    written = 0
+    if deliveries:
+        stmt = (update(_TABLE)
+                .where(Delivery.id == bindparam("_id"), Delivery.claim == bindparam("_claim"))
+                .values(claim=None, claimed_until=None,
+                        **{c: bindparam(f"_{c}") for c in _OUTCOME_COLUMNS}))
+        params = [{"_id": d.id, "_claim": d.claim,
+                   **{f"_{c}": getattr(d, c) for c in _OUTCOME_COLUMNS}} for d in deliveries]
+        result = cast(CursorResult[Any], session.execute(stmt, params))
+        written = max(int(result.rowcount or 0), 0)
+    if attempts:
+        session.execute(insert(DeliveryAttempt), attempts)
+    return written
+
+
+def attempt_row(delivery: Delivery, *, status: str, at: datetime, latency_ms: int,
+                error_code: str | None = None, error_message: str | None = None,
+                message_id: str | None = None) -> dict[str, Any]:
+    """The attempt log's row for the attempt ``delivery`` just made (its ``attempts`` counted)."""
+    return {"tenant": delivery.tenant, "subscription_id": delivery.subscription_id,
+            "delivery_id": delivery.id, "event_id": delivery.event_id,
+            "attempt": delivery.attempts, "attempted_at": at, "status": status,
+            "error_code": error_code,
+            "error_message": (error_message or None) and error_message[:1024],
+            "message_id": message_id, "latency_ms": latency_ms}
 
 
 def overdue_deliveries(session: Session, now: datetime, older_than: float,
@@ -36,18 +153,6 @@ def overdue_deliveries(session: Session, now: datetime, older_than: float,
                 Delivery.next_attempt_at < cutoff),
         ).order_by(Delivery.subscription_id, Delivery.id).limit(limit)
     ).scalars())
-
-
-def record_attempt(
-    session: Session, delivery: Delivery, *, status: str, at: datetime, latency_ms: int,
-    error_code: str | None = None, error_message: str | None = None, message_id: str | None = None,
-) -> None:
-    session.add(DeliveryAttempt(
-        tenant=delivery.tenant, subscription_id=delivery.subscription_id, delivery_id=delivery.id,
-        event_id=delivery.event_id, attempt=delivery.attempts, attempted_at=at, status=status,
-        error_code=error_code, error_message=(error_message or None) and error_message[:1024],
-        message_id=message_id, latency_ms=latency_ms,
-    ))
 
 
 @dataclass(frozen=True)
@@ -93,14 +198,16 @@ def replay_deliveries(
     count = int(session.execute(select(func.count()).where(*conditions)).scalar_one())
     if count > limit:
         return None
-    event_ids = list(session.execute(
-        select(EventRecord.event_id).where(*conditions).order_by(EventRecord.seq)).scalars())
-    if not event_ids:
+    events = session.execute(select(EventRecord.event_id, EventRecord.entity_id)
+                             .where(*conditions).order_by(EventRecord.seq)).all()
+    if not events:
         return []
     now = datetime.now(UTC)
+    fifo = is_fifo(sub.target)
     rows = [{"tenant": sub.tenant, "subscription_id": sub.id, "event_id": eid,
-             "status": DeliveryStatus.PENDING, "attempts": 0, "replay": True, "created_at": now}
-            for eid in event_ids]
+             "status": DeliveryStatus.PENDING, "attempts": 0, "replay": True, "created_at": now,
+             "group_key": message_group({"id": eid, "entity_id": entity}) if fifo else None}
+            for eid, entity in events]
     result = session.execute(insert(Delivery).returning(Delivery.id), rows)
     return sorted(r[0] for r in result)
 
@@ -113,7 +220,8 @@ def create_deliveries(
     now = datetime.now(UTC)
     rows = [
         {"tenant": tenant, "subscription_id": sid, "event_id": doc["id"], "status": DeliveryStatus.PENDING,
-         "attempts": 0, "replay": replay, "created_at": now}
+         "attempts": 0, "replay": replay, "created_at": now,
+         "group_key": message_group(doc) if sid in index.fifo else None}
         for doc in docs for sid in index.match(doc)
     ]
     if rows:

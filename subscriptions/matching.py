@@ -75,10 +75,13 @@ class SubscriptionIndex:
         version: the tenant's ``subscriptions_version`` this index was built from.
         by_key: (entity type, MatchRule key) → [(subscription id, its rule)]: a subscription
             is listed under each of its rule's keys, and its rule decides.
+        fifo: the ids of the subscriptions whose destination is FIFO (their deliveries carry
+            their message group).
     """
 
     version: int
     by_key: dict[tuple[str, str], list[tuple[str, MatchRule]]] = field(default_factory=dict)
+    fifo: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -99,13 +102,26 @@ class SubscriptionIndex:
 
 def build_index(subs: list[Subscription], version: int) -> SubscriptionIndex:
     by_key: dict[tuple[str, str], list[tuple[str, MatchRule]]] = {}
+    fifo = set()
     for sub in subs:
         if not sub.active:
             continue
         rule = MatchRule.of(sub)
         for key in sorted(rule.keys):
             by_key.setdefault((rule.entity_type, key), []).append((sub.id, rule))
-    return SubscriptionIndex(version=version, by_key=by_key)
+        if is_fifo(sub.target):
+            fifo.add(sub.id)
+    return SubscriptionIndex(version=version, by_key=by_key, fifo=frozenset(fifo))
+
+
+def is_fifo(target: str) -> bool:
+    """A FIFO queue's URL or topic's ARN ends in ``.fifo``."""
+    return target.endswith(".fifo")
+
+
+def message_group(doc: dict[str, Any]) -> str:
+    """The key of an event's FIFO message group within its tenant: its entity, else itself."""
+    return str(doc.get("entity_id") or doc["id"])
 
 
 class IndexCache:

@@ -21,6 +21,7 @@ from infra.db import Base, SequenceType, UtcDateTime
 from infra.limits import (
     ACCESS_KEY_MAX,
     DESTINATION_MAX,
+    ENTITY_ID_MAX,
     ENUM_MAX,
     EVENT_ID_MAX,
     REGION_MAX,
@@ -137,6 +138,13 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))
     last_error: Mapped[str | None] = mapped_column(String(1024))
+    # An attempt in flight: who claimed the delivery (a token per claim) and until when. Another
+    # message finding it claimed leaves it alone until then (subscriptions/service.py).
+    claim: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A FIFO subscription's deliveries: the event's message group (its entity id, else its id).
+    # A pending one holds back the later ones of its group.
+    group_key: Mapped[str | None] = mapped_column(String(ENTITY_ID_MAX))
 
     def _require_pending(self, action: str) -> None:
         if self.status != DeliveryStatus.PENDING:
@@ -180,11 +188,20 @@ class Delivery(Base):
         if reason is not None:
             self.last_error = reason
 
+    def release(self) -> None:
+        """The attempt in flight is over (whatever it did): no longer claimed."""
+        self.claim = None
+        self.claimed_until = None
+
     __table_args__ = (
         Index("ix_deliveries_tenant_event", "tenant", "event_id"),
         Index("ix_deliveries_subscription", "subscription_id", "id"),
         Index("ix_deliveries_status", "status", "next_attempt_at"),
         # A subscription's pending replay deliveries (one replay at a time: store.quotas).
+        # The pending deliveries of a FIFO subscription's message group, in order.
+        Index("ix_deliveries_fifo_group", "tenant", "subscription_id", "group_key", "id",
+              postgresql_where=text("group_key IS NOT NULL AND status = 'pending'"),
+              sqlite_where=text("group_key IS NOT NULL AND status = 'pending'")),
         Index("ix_deliveries_pending_replay", "tenant", "subscription_id",
               postgresql_where=text("replay = true AND status = 'pending'"),
               sqlite_where=text("replay = 1 AND status = 'pending'")),

@@ -147,6 +147,15 @@ def get_subscription(session: Session, tenant: str, sub_id: str) -> Subscription
     ).scalar_one_or_none()
 
 
+def get_subscriptions(session: Session, tenant: str, sub_ids: list[str]) -> dict[str, Subscription]:
+    """The tenant's subscriptions among ``sub_ids`` (active or not), by id."""
+    if not sub_ids:
+        return {}
+    return {s.id: s for s in session.execute(
+        select(Subscription).where(Subscription.tenant == tenant, Subscription.id.in_(sub_ids))
+    ).scalars()}
+
+
 def list_subscriptions(session: Session, tenant: str, *, include_inactive: bool,
                        from_pk: int | None = None, limit: int | None = None) -> list[Subscription]:
     """In creation order; from internal key ``from_pk`` on, at most ``limit``."""

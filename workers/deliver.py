@@ -1,52 +1,66 @@
-"""The deliver pool's actor: one attempt per delivery (up to ten per message, sent in one
-batch call), the next one scheduled by our policy."""
+"""The deliver pool's actor: the messages a process has in hand at the same time are attempted
+together (subscriptions/service.py claims them in one statement, sends ten per batch call
+concurrently, and records every outcome in one statement), the next attempt scheduled by our
+policy."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
-from infra.broker.dispatch import DELIVERIES_PER_MESSAGE, enqueue_deliveries
+from infra.broker.dispatch import enqueue_deliveries
 from infra.broker.queues import DELIVER_ACTOR, DELIVER_QUEUE
 from infra.crypto import SecretBox
-from infra.db import UnitOfWork
 from infra.errors import is_transient
 from subscriptions.senders.base import Sender
-from subscriptions.service import DeliveryRetryPolicy, attempt_deliveries
+from subscriptions.service import DeliveryRetryPolicy, Task, attempt_deliveries
 from workers.grouping import Grouper
 
 log = logging.getLogger(__name__)
+
+# How many deliveries one attempt takes at most (ten messages of ten), and how many batch calls
+# of one process are in flight at once.
+DELIVERIES_PER_ATTEMPT = 100
+SENDS_IN_FLIGHT = 16
 
 
 def declare_deliver_actor(
     broker: dramatiq.Broker, sessions: sessionmaker[Session], *, senders: Mapping[str, Sender],
     box: SecretBox, policy: DeliveryRetryPolicy, linger: float = 0.0,
+    max_deliveries: int = DELIVERIES_PER_ATTEMPT, sends_in_flight: int = SENDS_IN_FLIGHT,
 ) -> dramatiq.Actor:
     """Declare ``deliver`` on ``broker`` (queue ``deliveries``) and return it."""
+    pool = ThreadPoolExecutor(max_workers=sends_in_flight, thread_name_prefix="deliver-send")
 
     def schedule_retry(retry_ids: list[int], seconds: float) -> None:
         enqueue_deliveries(broker, retry_ids, delay_ms=max(1, int(seconds * 1000)))
 
+    def run(tasks: list[Task]) -> None:
+        # The first call in this thread, the others beside it; any error is raised here.
+        futures = [pool.submit(task) for task in tasks[1:]]
+        try:
+            if tasks:
+                tasks[0]()
+        finally:
+            for future in futures:
+                future.result()
+
     def attempt_group(messages: list[list[int]]) -> list[None | BaseException]:
         ids = [i for message in messages for i in message]
-        # One writer unit of work: the rows stay locked from the check through the send to
-        # this commit, so no delivery is sent twice at once.
-        with UnitOfWork(sessions, write=True) as uow:
-            statuses = attempt_deliveries(uow.session, ids, senders=senders, box=box,
-                                          policy=policy, schedule_retry=schedule_retry)
-            uow.commit()
+        statuses = attempt_deliveries(sessions, ids, senders=senders, box=box, policy=policy,
+                                      schedule_retry=schedule_retry, run=run)
         log.debug("deliveries: %s", statuses)
         return [None] * len(messages)
 
-    # Messages handled at the same time (and those arriving within ``linger``) share one
-    # transaction and one batch call per subscription: on a light load each event comes alone,
-    # and one SendMessage per event costs the destination (and us) far more than a batch.
-    group: Grouper[list[int], None] = Grouper(attempt_group, size=len,
-                                              max_size=DELIVERIES_PER_MESSAGE, linger=linger,
-                                              overlap=False)
+    # Messages handled at the same time (and those arriving within ``linger``) share one claim,
+    # one record and batch calls of ten per subscription; the next group forms while one sends
+    # (overlap), so a process keeps several attempts in flight, each short transactions apart.
+    group: Grouper[list[int], None] = Grouper(attempt_group, size=len, max_size=max_deliveries,
+                                              linger=linger, overlap=True)
 
     def deliver(delivery_ids: int | list[int]) -> None:
         # A message carries a list of ids (one batch call); a single id is the older form.

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from infra.redact import scrub
-from subscriptions.senders.base import Destination, OutgoingMessage, SendResult
+from subscriptions.senders.base import MAX_BATCH, Destination, OutgoingMessage, SendResult
 
 # botocore's DEBUG output carries request headers (the access key id among them): never let
 # it reach our logs, whatever LOG_LEVEL says.
@@ -257,6 +257,30 @@ def batch_results(response: dict[str, Any], count: int,
         results[int(bad["Id"])] = SendResult(False, error_code=code, error_message=message,
                                              transient=transient)
     return results
+
+
+# SendMessageBatch and PublishBatch refuse a request whose bodies and attributes add up to more
+# than this.
+MAX_BATCH_BYTES = 256 * 1024
+
+
+def _size(message: OutgoingMessage) -> int:
+    return len(message.body.encode()) + sum(len(k) + len(v) + 6 for k, v in
+                                            message.attributes.items())
+
+
+def chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
+    """At most ten messages and 256 KiB per request, in order."""
+    out: list[list[OutgoingMessage]] = [[]]
+    size = 0
+    for m in messages:
+        s = _size(m)
+        if out[-1] and (len(out[-1]) == MAX_BATCH or size + s > MAX_BATCH_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append(m)
+        size += s
+    return [c for c in out if c]
 
 
 def _secrets(destination: Destination) -> tuple[str | None, str | None]:

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from subscriptions.senders.aws import ClientCache, call, call_batch, message_kwargs
-from subscriptions.senders.base import MAX_BATCH, Destination, OutgoingMessage, Sender, SendResult
-
-# SendMessageBatch refuses a request whose bodies and attributes add up to more than this.
-MAX_BATCH_BYTES = 256 * 1024
-
-
-def _size(message: OutgoingMessage) -> int:
-    return len(message.body.encode()) + sum(len(k) + len(v) + 6 for k, v in
-                                            message.attributes.items())
+from subscriptions.senders.aws import ClientCache, call, call_batch, chunks, message_kwargs
+from subscriptions.senders.base import Destination, OutgoingMessage, Sender, SendResult
 
 
 class SqsSender(Sender):
@@ -28,7 +20,7 @@ class SqsSender(Sender):
     def send_batch(self, destination: Destination,
                    messages: list[OutgoingMessage]) -> list[SendResult]:
         results: list[SendResult] = []
-        for chunk in _chunks(messages):
+        for chunk in chunks(messages):
             results += self._one_batch(destination, chunk)
         return results
 
@@ -41,17 +33,3 @@ class SqsSender(Sender):
             for i, m in enumerate(messages)]
         return call_batch(self.clients, "sqs", destination, "send_message_batch", len(entries),
                           QueueUrl=destination.target, Entries=entries)
-
-
-def _chunks(messages: list[OutgoingMessage]) -> list[list[OutgoingMessage]]:
-    """At most ten messages and 256 KiB per request, in order."""
-    chunks: list[list[OutgoingMessage]] = [[]]
-    size = 0
-    for m in messages:
-        s = _size(m)
-        if chunks[-1] and (len(chunks[-1]) == MAX_BATCH or size + s > MAX_BATCH_BYTES):
-            chunks.append([])
-            size = 0
-        chunks[-1].append(m)
-        size += s
-    return [c for c in chunks if c]

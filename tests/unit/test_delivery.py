@@ -33,8 +33,8 @@ from subscriptions.matching import build_index
 from subscriptions.models import Delivery
 from subscriptions.repository import create_subscription, list_subscriptions
 from subscriptions.senders.aws import batch_results, classify
+from subscriptions.senders.aws import chunks as sqs_chunks
 from subscriptions.senders.base import OutgoingMessage, SendResult
-from subscriptions.senders.sqs import _chunks as sqs_chunks
 from subscriptions.senders.stub import StubSender
 from subscriptions.service import DeliveryRetryPolicy as RetryPolicy
 from subscriptions.service import attempt_deliveries, build_message
@@ -475,19 +475,17 @@ def _attempt(app: Any, delivery_id: int, sender: StubSender, policy: RetryPolicy
     """One attempt, as the scheduled message would make it once due (``due=False``: a message
     arriving before the next attempt is due)."""
     delays: list[float] = []
-    with _runtime(app).sessions() as session:
-        if due:
+    if due:
+        with _runtime(app).sessions() as session:
             session.execute(update(Delivery).where(Delivery.id == delivery_id,
                                                    Delivery.next_attempt_at.is_not(None))
                             .values(next_attempt_at=datetime.now(UTC)))
             session.commit()
-        statuses = attempt_deliveries(session, [delivery_id],
-                                      senders={"SQS": sender, "SNS": sender},
-                                      box=box or _runtime(app).box, policy=policy,
-                                      schedule_retry=lambda _ids, seconds: delays.append(seconds))
-        status = statuses[delivery_id]
-        session.commit()  # what the deliver actor's unit of work does
-    return status, delays
+    statuses = attempt_deliveries(_runtime(app).sessions, [delivery_id],
+                                  senders={"SQS": sender, "SNS": sender},
+                                  box=box or _runtime(app).box, policy=policy,
+                                  schedule_retry=lambda _ids, seconds: delays.append(seconds))
+    return statuses[delivery_id], delays
 
 
 def test_a_transient_failure_schedules_the_next_attempt_by_the_policy(services: Services) -> None:
@@ -811,12 +809,10 @@ def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outco
     sender.send_batch = counting  # type: ignore[method-assign]
     sender.failures.append(UNAVAILABLE)  # the first message of the batch fails, the rest pass
     retried: list[tuple[list[int], float]] = []
-    with runtime_of(app).sessions() as session:
-        statuses = attempt_deliveries(
-            session, ids, senders={"SQS": sender, "SNS": sender}, box=runtime_of(app).box,
-            policy=RetryPolicy(schedule=(10,), jitter=0),
-            schedule_retry=lambda retry_ids, seconds: retried.append((retry_ids, seconds)))
-        session.commit()
+    statuses = attempt_deliveries(
+        runtime_of(app).sessions, ids, senders={"SQS": sender, "SNS": sender},
+        box=runtime_of(app).box, policy=RetryPolicy(schedule=(10,), jitter=0),
+        schedule_retry=lambda retry_ids, seconds: retried.append((retry_ids, seconds)))
     assert batches == [3]
     assert statuses == {ids[0]: "retrying", ids[1]: "succeeded", ids[2]: "succeeded"}
     assert retried == [([ids[0]], 10)]
@@ -824,11 +820,9 @@ def test_one_message_of_deliveries_is_one_batch_call_and_each_gets_its_own_outco
         orjson.dumps(as_posted(acme.get(f"/api/v1/events/evt-batch-{i}").json, "stored")).decode()
         for i in (1, 2)]
     # And a second message carrying the same ids sends nothing again (succeeded / not yet due)
-    with runtime_of(app).sessions() as session:
-        again = attempt_deliveries(
-            session, ids + [999_999], senders={"SQS": sender, "SNS": sender},
-            box=runtime_of(app).box, policy=RetryPolicy(), schedule_retry=lambda *a: None)
-        session.commit()
+    again = attempt_deliveries(
+        runtime_of(app).sessions, ids + [999_999], senders={"SQS": sender, "SNS": sender},
+        box=runtime_of(app).box, policy=RetryPolicy(), schedule_retry=lambda *a: None)
     assert again == {ids[0]: "scheduled", ids[1]: "succeeded", ids[2]: "succeeded",
                      999_999: "missing"}
     assert batches == [3]
@@ -947,3 +941,250 @@ def test_a_broker_outage_while_enqueueing_is_a_transient_error_the_pools_retry()
             send()
         # Then the persist, deliver and notify actors retry it rather than dead-letter it
         assert is_transient(caught.value)
+
+
+# --- claims, bulk records, FIFO groups (issue 15) ------------------------------------------------
+
+def _pending(app: Any, *events: dict[str, Any]) -> list[int]:
+    """Store ``events`` and their deliveries without enqueueing them; their delivery ids, in
+    the order stored."""
+    with _runtime(app).sessions() as session:
+        documents = [prepare(EventIn.model_validate(e), datetime.now(UTC)).document
+                     for e in events]
+        save_events(session, "acme", documents)
+        index = build_index(list_subscriptions(session, "acme", include_inactive=False), 0)
+        create_deliveries(session, "acme", documents, index)
+        session.commit()
+        found = dict((e, d) for d, e in pending_by_event(session, "acme",
+                                                         [d["id"] for d in documents]))
+        return [found[d["id"]] for d in documents]
+
+
+def _run(app: Any, ids: list[int], sender: StubSender, policy: RetryPolicy | None = None,
+         enqueued: list[tuple[list[int], float]] | None = None, **kwargs: Any) -> dict[int, str]:
+    calls = enqueued if enqueued is not None else []
+    return attempt_deliveries(
+        _runtime(app).sessions, ids, senders={"SQS": sender, "SNS": sender},
+        box=_runtime(app).box, policy=policy or RetryPolicy(schedule=(10,), jitter=0),
+        schedule_retry=lambda retry_ids, seconds: calls.append((list(retry_ids), seconds)),
+        **kwargs)
+
+
+class SendsOnce(StubSender):
+    """Runs ``during`` (once) while its first batch is in flight."""
+
+    def __init__(self, during: Any) -> None:
+        super().__init__()
+        self.during = during
+
+    def send_batch(self, destination: Any, messages: list[Any]) -> list[SendResult]:
+        during, self.during = self.during, None
+        if during is not None:
+            during()
+        return super().send_batch(destination, messages)
+
+
+def test_a_delivery_claimed_by_an_attempt_in_flight_is_left_to_it_and_looked_at_when_the_claim_ends(
+        acme: Caller) -> None:
+    app = acme.client.application
+    create(acme, sqs_body())
+    [delivery_id] = _pending(app, order_event(id="evt-claimed"))
+    second: dict[str, Any] = {}
+
+    def another_message() -> None:
+        # A second message for the same delivery, handled while the first attempt sends
+        calls: list[tuple[list[int], float]] = []
+        second["statuses"] = _run(app, [delivery_id], StubSender(), enqueued=calls)
+        second["calls"] = calls
+
+    sender = SendsOnce(another_message)
+    statuses = _run(app, [delivery_id], sender, lease=30)
+    # Then the first attempt sent it once; the second found it claimed and sent nothing
+    assert statuses == {delivery_id: "succeeded"}
+    assert second["statuses"] == {delivery_id: "claimed"}
+    # And asked to look again just after the claim ends (a claim whose process died lapses)
+    [(ids, seconds)] = second["calls"]
+    assert ids == [delivery_id] and 29 <= seconds <= 31
+    assert sent_event_ids(sender) == ["evt-claimed"]
+    [row] = deliveries_of(app, "evt-claimed")
+    assert (row.status, row.attempts, row.claim, row.claimed_until) == ("succeeded", 1, None, None)
+
+
+class Dies(StubSender):
+    """An attempt whose process dies in the middle of the send."""
+
+    def send_batch(self, destination: Any, messages: list[Any]) -> list[SendResult]:
+        raise SystemExit("killed")
+
+
+def test_a_claim_left_by_a_process_that_died_lapses_and_the_delivery_is_sent_then(
+        acme: Caller) -> None:
+    app = acme.client.application
+    sub = create(acme, sqs_body())
+    [delivery_id] = _pending(app, order_event(id="evt-orphan"))
+    with pytest.raises(SystemExit):
+        _run(app, [delivery_id], Dies())
+    # While the claim holds, another message leaves it alone
+    sender = StubSender()
+    assert _run(app, [delivery_id], sender) == {delivery_id: "claimed"}
+    assert sender.sent == []
+    # Once it has lapsed, the delivery is claimed again and sent, one attempt in the log
+    with _runtime(app).sessions() as session:
+        session.execute(update(Delivery).where(Delivery.id == delivery_id)
+                        .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))
+        session.commit()
+    assert _run(app, [delivery_id], sender) == {delivery_id: "succeeded"}
+    assert sent_event_ids(sender) == ["evt-orphan"]
+    assert attempts(acme, sub["id"])["total"] == 1
+
+
+def test_an_attempt_of_many_deliveries_takes_the_same_statements_as_one_of_a_few(
+        acme: Caller) -> None:
+    from sqlalchemy import event as sa_event
+
+    app = acme.client.application
+    create(acme, sqs_body())
+    engine = _runtime(app).sessions.kw["bind"]
+    counts = []
+    for n in (3, 40):
+        ids = _pending(app, *[order_event(id=f"evt-bulk-{n}-{i}", entity_id=f"o-{n}-{i}")
+                              for i in range(n)])
+        writes: list[str] = []
+
+        def note(conn: Any, cursor: Any, statement: str, *args: Any,
+                 writes: list[str] = writes) -> None:
+            if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+                writes.append(" ".join(statement.split()[:3]))
+
+        sa_event.listen(engine, "before_cursor_execute", note)
+        try:
+            sender = StubSender()
+            statuses = _run(app, ids, sender)
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", note)
+        assert set(statuses.values()) == {"succeeded"} and len(sender.sent) == n
+        counts.append(len(writes))
+    # One claim, one write-back and one attempt insert, whatever the number of deliveries
+    assert counts[0] == counts[1] <= 4, counts
+
+
+def test_the_sends_of_one_attempt_are_handed_to_the_runner_ten_messages_each(
+        acme: Caller) -> None:
+    app = acme.client.application
+    create(acme, sqs_body())
+    ids = _pending(app, *[order_event(id=f"evt-run-{i}", entity_id=f"o-{i}") for i in range(25)])
+    handed: list[int] = []
+
+    def run(tasks: list[Any]) -> None:
+        handed.append(len(tasks))
+        threads = [threading.Thread(target=t) for t in tasks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    sender = StubSender()
+    statuses = _run(app, ids, sender, run=run)
+    assert handed == [3]  # 10 + 10 + 5, sent side by side
+    assert set(statuses.values()) == {"succeeded"}
+    assert sorted(sent_event_ids(sender)) == sorted(f"evt-run-{i}" for i in range(25))
+
+
+def _fifo_events(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
+    return [order_event(id=event_id, entity_id=entity) for event_id, entity in pairs]
+
+
+def test_fifo_deliveries_go_in_stored_order_and_a_failure_holds_back_the_rest_of_its_group(
+        acme: Caller) -> None:
+    app = acme.client.application
+    create(acme, sqs_body(FIFO_URL))
+    a1, a2, b1, a3 = _pending(app, *_fifo_events(("a1", "order-a"), ("a2", "order-a"),
+                                                 ("b1", "order-b"), ("a3", "order-a")))
+    sender = StubSender()
+    sender.failures.append(UNAVAILABLE)  # the first message sent: a1
+    enqueued: list[tuple[list[int], float]] = []
+    statuses = _run(app, [a1, a2, b1, a3], sender, enqueued=enqueued)
+    # Then a1 waits for its retry, a2 and a3 wait behind it (nothing sent, no attempt), b1 went
+    assert statuses == {a1: "retrying", a2: "held", a3: "held", b1: "succeeded"}
+    assert sent_event_ids(sender) == ["b1"]
+    assert enqueued == [([a1], 10)]
+    rows = {r.event_id: r for r in [*deliveries_of(app, "a2"), *deliveries_of(app, "a3")]}
+    assert {(r.status, r.attempts, r.claim) for r in rows.values()} == {("pending", 0, None)}
+    # And a message for a2 alone finds a1 still pending: a2 is held back, not sent
+    assert _run(app, [a2], sender) == {a2: "held"}
+    assert sent_event_ids(sender) == ["b1"]
+    # When a1's retry succeeds, the rest of its group is enqueued at once
+    with _runtime(app).sessions() as session:
+        session.execute(update(Delivery).where(Delivery.id == a1)
+                        .values(next_attempt_at=datetime.now(UTC)))
+        session.commit()
+    enqueued.clear()
+    assert _run(app, [a1], sender, enqueued=enqueued) == {a1: "succeeded"}
+    assert enqueued == [([a2, a3], 0)]
+    # And they go in the order they were stored, one round each
+    assert _run(app, [a3, a2], sender) == {a2: "succeeded", a3: "succeeded"}
+    assert sent_event_ids(sender) == ["b1", "a1", "a2", "a3"]
+
+
+def test_a_fifo_delivery_given_up_lets_the_next_of_its_group_go_and_the_gap_is_in_the_log(
+        acme: Caller) -> None:
+    app = acme.client.application
+    sub = create(acme, sqs_body(FIFO_URL))
+    g1, g2 = _pending(app, *_fifo_events(("g1", "order-g"), ("g2", "order-g")))
+    sender = StubSender()
+    sender.failures.append(UNAVAILABLE)
+    enqueued: list[tuple[list[int], float]] = []
+    # A policy that gives up after one attempt (the subscription stays active)
+    statuses = _run(app, [g1, g2], sender, RetryPolicy(schedule=(10,), max_attempts=1),
+                    enqueued=enqueued)
+    assert statuses == {g1: "failed", g2: "held"}
+    assert enqueued == [([g2], 0)]
+    assert _run(app, [g2], sender) == {g2: "succeeded"}
+    assert sent_event_ids(sender) == ["g2"]
+    log = attempts(acme, sub["id"])["deliveries"]
+    assert [(e["status"], e["eventId"]) for e in log] == [("failed", "g1"), ("succeeded", "g2")]
+
+
+class PublishBatchClient:
+    """A stand-in SNS client: PublishBatch answers each entry as told."""
+
+    def __init__(self, failed_ids: set[str]) -> None:
+        self.failed_ids = failed_ids
+        self.calls: list[dict[str, Any]] = []
+
+    def publish_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        entries = kwargs["PublishBatchRequestEntries"]
+        return {"Successful": [{"Id": e["Id"], "MessageId": f"m-{e['Id']}"} for e in entries
+                               if e["Id"] not in self.failed_ids],
+                "Failed": [{"Id": e["Id"], "Code": "InternalError", "SenderFault": False,
+                            "Message": "try again"} for e in entries
+                           if e["Id"] in self.failed_ids]}
+
+
+def test_sns_sends_ten_messages_per_publish_batch_and_keeps_each_entrys_result() -> None:
+    from subscriptions.senders.aws import ClientCache
+    from subscriptions.senders.base import Destination
+    from subscriptions.senders.sns import SnsSender
+
+    client = PublishBatchClient(failed_ids={"3"})
+
+    class Clients(ClientCache):
+        def get(self, service: str, destination: Destination) -> Any:
+            assert service == "sns"
+            return client
+
+    destination = Destination(kind="SNS", target=TOPIC_ARN, region="us-east-1",
+                              credentials="keys", access_key="AKIA", access_secret="s")
+    messages = [OutgoingMessage(body=f"{{\"n\": {i}}}", attributes={"tenant": "acme"})
+                for i in range(12)]
+    results = SnsSender(Clients()).send_batch(destination, messages)
+    assert [len(c["PublishBatchRequestEntries"]) for c in client.calls] == [10, 2]
+    assert client.calls[0]["TopicArn"] == TOPIC_ARN
+    assert [e["Message"] for e in client.calls[0]["PublishBatchRequestEntries"]][:2] == [
+        '{"n": 0}', '{"n": 1}']
+    # Entry 3 of each call failed (a partial failure), transient; the others succeeded
+    failed = [i for i, r in enumerate(results) if not r.ok]
+    assert failed == [3]
+    assert results[3].transient and results[3].error_code == "InternalError"
+    assert results[0].message_id == "m-0"
