@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from events.models import EventRecord
@@ -109,23 +109,35 @@ _OUTCOME_COLUMNS = ("status", "attempts", "first_attempt_at", "last_attempt_at",
 
 def record_outcomes(session: Session, deliveries: list[Delivery],
                     attempts: list[dict[str, Any]]) -> int:
-    """Write back the claimed ``deliveries`` (their transitions applied) and release them,
-    where the claim is still theirs, and insert the ``attempts`` rows (every attempt made is
-    logged, also one whose claim lapsed meanwhile). One statement each; returns how many
-    deliveries were written."""
-    written = 0
-    if deliveries:
-        stmt = (update(_TABLE)
-                .where(Delivery.id == bindparam("_id"), Delivery.claim == bindparam("_claim"))
-                .values(claim=None, claimed_until=None,
-                        **{c: bindparam(f"_{c}") for c in _OUTCOME_COLUMNS}))
-        params = [{"_id": d.id, "_claim": d.claim,
-                   **{f"_{c}": getattr(d, c) for c in _OUTCOME_COLUMNS}} for d in deliveries]
-        result = cast(CursorResult[Any], session.execute(stmt, params))
-        written = max(int(result.rowcount or 0), 0)
-    if attempts:
-        session.execute(insert(DeliveryAttempt), attempts)
-    return written
+    """Write back the claimed ``deliveries`` (their transitions applied) and release them, and
+    insert the ``attempts`` rows; returns how many deliveries were written.
+
+    The rows are locked first (one SELECT … FOR UPDATE on PostgreSQL) to see what happened to
+    them while the attempt ran: a delivery still pending under this claim is written back; one
+    whose claim lapsed and was taken again is left to that attempt (this attempt's row is still
+    logged: it was made); one cancelled meanwhile (its subscription deleted or replaced) keeps
+    its status and gets no attempt row (its log was cleared with it)."""
+    if not deliveries:
+        return 0
+    stmt = select(Delivery.id, Delivery.status, Delivery.claim).where(
+        Delivery.id.in_([d.id for d in deliveries]))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    now = {int(r[0]): (str(r[1]), r[2]) for r in session.execute(stmt).all()}
+    mine = [d for d in deliveries
+            if now.get(d.id, ("", None)) == (DeliveryStatus.PENDING, d.claim)]
+    logged = {i for i, (status, _) in now.items() if status == DeliveryStatus.PENDING}
+    if mine:
+        update_stmt = (update(_TABLE).where(Delivery.id == bindparam("_id"))
+                       .values(claim=None, claimed_until=None,
+                               **{c: bindparam(f"_{c}") for c in _OUTCOME_COLUMNS}))
+        session.execute(update_stmt, [{"_id": d.id, **{f"_{c}": getattr(d, c)
+                                                        for c in _OUTCOME_COLUMNS}}
+                                      for d in mine])
+    rows = [a for a in attempts if a["delivery_id"] in logged]
+    if rows:
+        session.execute(insert(DeliveryAttempt), rows)
+    return len(mine)
 
 
 def attempt_row(delivery: Delivery, *, status: str, at: datetime, latency_ms: int,

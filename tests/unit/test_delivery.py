@@ -1188,3 +1188,21 @@ def test_sns_sends_ten_messages_per_publish_batch_and_keeps_each_entrys_result()
     assert failed == [3]
     assert results[3].transient and results[3].error_code == "InternalError"
     assert results[0].message_id == "m-0"
+
+
+def test_a_subscription_deleted_while_its_delivery_is_sent_keeps_it_cancelled_and_unlogged(
+        acme: Caller) -> None:
+    from subscriptions.models import DeliveryAttempt
+
+    app = acme.client.application
+    sub = create(acme, sqs_body())
+    [delivery_id] = _pending(app, order_event(id="evt-deleted-meanwhile"))
+    sender = SendsOnce(lambda: acme.client.delete(f"{BASE}/{sub['id']}",
+                                                  headers=acme.headers()))
+    assert _run(app, [delivery_id], sender) == {delivery_id: "succeeded"}
+    [row] = deliveries_of(app, "evt-deleted-meanwhile")
+    assert row.status == "cancelled"
+    with _runtime(app).sessions() as session:
+        logged = session.execute(select(DeliveryAttempt).where(
+            DeliveryAttempt.delivery_id == delivery_id)).scalars().all()
+    assert logged == []
