@@ -208,13 +208,15 @@ def test_the_checker_finds_a_commit_a_rollback_and_begin_write() -> None:
 
 def test_repositories_and_feature_functions_never_commit_or_roll_back() -> None:
     """They work inside the caller's transaction. A service that needs several transactions
-    (jobs/notifications.py, subscriptions/persist.py) opens UnitOfWorks and commits them."""
+    (jobs/notifications.py, subscriptions/persist.py, and subscriptions/service.py: claim, then
+    record, around the sends) opens UnitOfWorks and commits them."""
     found = {str(p.relative_to(ROOT)): calls for p in _files(*FEATURES)
              if (calls := transaction_calls(p.read_text()))}
     assert found == {}
     opened = {str(p.relative_to(ROOT)) for p in _files(*FEATURES)
               if "uow.commit()" in p.read_text()}
-    assert opened == {"jobs/notifications.py", "subscriptions/persist.py"}
+    assert opened == {"jobs/notifications.py", "subscriptions/persist.py",
+                      "subscriptions/service.py"}
 
 
 def test_entry_points_commit_only_through_a_unit_of_work() -> None:
