@@ -1,8 +1,9 @@
 """``python -m bench``: run B1–B9 and write bench/RESULTS.md.
 
-    .venv/bin/python -m bench                 # the full run (~25 min), writes bench/RESULTS.md
+    .venv/bin/python -m bench                 # the full run (< 40 min), writes bench/RESULTS.md
     .venv/bin/python -m bench --smoke         # seconds per benchmark, writes nothing unless --out
     .venv/bin/python -m bench --only B3,B4    # some of them
+    .venv/bin/python -m bench --only B4 --b4 sqs,fifo --plain-threads 8   # B4 variants
     .venv/bin/python -m bench --only B1 --repeats 5 --out /tmp/b1.md   # more runs per figure
 
 Nothing here passes or fails on speed: a missed target is reported, not raised.
@@ -23,7 +24,7 @@ import traceback
 from importlib import metadata
 from pathlib import Path
 
-from bench.benchmarks import ALL, FULL, SMOKE, Figure
+from bench.benchmarks import ALL, B4_VARIANTS, FULL, SMOKE, Figure
 from bench.stack import ROOT, Stack
 
 PACKAGES = ("flask", "gunicorn", "pydantic", "orjson", "dramatiq", "redis", "sqlalchemy",
@@ -51,10 +52,22 @@ def machine() -> list[str]:
         f"- Python {platform.python_version()}; PostgreSQL "
         f"{_cmd(['psql', '--version']).split()[-1]} (this machine's server, a fresh database); "
         f"{_cmd(['redis-server', '--version']).split(' v=')[-1].split()[0]} Redis (a private "
-        "redis-server); moto in server mode",
+        f"redis-server); {_fauxqs()} as the SQS/SNS destination of B4-B7 (EC_BENCH_DESTINATION="
+        f"{os.environ.get('EC_BENCH_DESTINATION', 'fauxqs')})",
         f"- Packages: {versions}",
         f"- Commit: {_cmd(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'])}",
     ]
+
+
+def _fauxqs() -> str:
+    try:
+        import json
+
+        pkg = json.loads((ROOT / "bench" / "node_modules" / "fauxqs" / "package.json").read_text())
+        version = pkg["version"]
+    except (OSError, ValueError, KeyError):
+        version = "?"
+    return f"fauxqs {version} on Node {_cmd(['node', '--version']).lstrip('v')}"
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -92,12 +105,27 @@ def main(argv: list[str] | None = None) -> int:
                         "for a full run, none for --smoke)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the py-spy profiles (a full run takes them)")
+    parser.add_argument("--b4", default="", help="B4 variants, comma-separated: "
+                        f"{','.join(B4_VARIANTS)} (default all)")
+    parser.add_argument("--plain-threads", type=int, default=None,
+                        help="threads per process of B4's plain loops (default: the deliver "
+                        "pool's DELIVER_THREADS; processes: its DELIVER_PROCESSES)")
     args = parser.parse_args(argv)
     scale = SMOKE if args.smoke else FULL
     if args.repeats is not None:
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")
-        scale = dataclasses.replace(scale, repeats=args.repeats)
+        scale = dataclasses.replace(scale, repeats=args.repeats, b4_repeats=args.repeats)
+    if args.b4:
+        variants = tuple(v.strip().lower() for v in args.b4.split(",") if v.strip())
+        unknown = [v for v in variants if v not in B4_VARIANTS]
+        if unknown:
+            parser.error(f"--b4: unknown {unknown}; choose from {list(B4_VARIANTS)}")
+        scale = dataclasses.replace(scale, b4_variants=variants)
+    if args.plain_threads is not None:
+        if args.plain_threads < 1:
+            parser.error("--plain-threads must be at least 1")
+        scale = dataclasses.replace(scale, plain_threads=args.plain_threads)
     chosen = [b.strip().upper() for b in args.only.split(",") if b.strip()] or list(ALL)
     out = Path(args.out) if args.out else (None if args.smoke else ROOT / "bench" / "RESULTS.md")
 
@@ -132,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         notes = ROOT / "bench" / "NOTES.md"
         command = "python -m bench" + (" --smoke" if args.smoke else "") + \
             (f" --only {args.only}" if args.only else "") + \
-            (f" --repeats {args.repeats}" if args.repeats is not None else "")
+            (f" --repeats {args.repeats}" if args.repeats is not None else "") + \
+            (f" --b4 {args.b4}" if args.b4 else "") + \
+            (f" --plain-threads {args.plain_threads}" if args.plain_threads is not None else "")
         text = ["# Benchmark results", "",
                 f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
                 f"in {elapsed / 60:.1f} min. Every figure is the median of the runs shown "
