@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from events.repository import get_events, to_document
 from infra.crypto import SecretBox, SecretsUnavailable
-from infra.db import UnitOfWork
+from infra.db import UnitOfWork, keyed_lookups
 from infra.limits import full_pattern
 from infra.retry import RetryPolicy
 from subscriptions.contract import target_account
@@ -211,6 +211,7 @@ def attempt_deliveries(
     now = datetime.now(UTC)
     statuses: dict[int, str] = {i: Outcome.MISSING for i in delivery_ids}
     with UnitOfWork(sessions, write=True) as uow:
+        keyed_lookups(uow.session)
         claimed = claim_deliveries(uow.session, delivery_ids, token=token, now=now, lease=lease)
         _note_unclaimed(uow.session, delivery_ids, claimed, statuses, now, schedule_retry)
         claimed = _pause_disabled(uow.session, claimed, statuses, now, schedule_retry)
@@ -219,6 +220,7 @@ def attempt_deliveries(
         return statuses
 
     with UnitOfWork(sessions) as uow:
+        keyed_lookups(uow.session)
         shares, cancelled, held, identities = _prepare(uow.session, claimed, statuses)
         uow.session.expunge_all()  # the rows read stay readable once the unit of work ends
     tasks = [task for share in shares for task in _send_tasks(share, senders, box, identities)]
@@ -226,6 +228,7 @@ def attempt_deliveries(
 
     released: list[int] = []
     with UnitOfWork(sessions, write=True) as uow:
+        keyed_lookups(uow.session)
         released = _record(uow.session, shares, cancelled, held, statuses, now, policy,
                            schedule_retry)
         uow.commit()

@@ -36,8 +36,9 @@ def _enqueue_ids(broker: dramatiq.Broker, queue: str, actor: str, ids: Iterable[
     return count
 
 
-# One deliver message carries up to this many delivery ids (one SendMessageBatch's worth).
-DELIVERIES_PER_MESSAGE = 10
+# One deliver message carries up to this many delivery ids: one attempt of the deliver pool
+# (ten batch calls of ten, sent side by side; workers/deliver.py).
+DELIVERIES_PER_MESSAGE = 100
 
 
 def enqueue_deliveries(broker: dramatiq.Broker, delivery_ids: Iterable[int],
