@@ -57,6 +57,8 @@ class Settings:
             this long (its message was lost: an enqueue after a commit failed).
         deliver_linger_ms: how long a deliver thread waits for more deliveries to send in the
             same batch call (up to ten) when it has fewer.
+        deliver_sends_in_flight: the batch calls one deliver process has in flight at once
+            (over all its threads): how hard one process presses on the destinations.
         broker_idle_poll_ms: the longest a pool's consumer sleeps after finding its queue empty
             (Dramatiq backs off up to 1 s; a lower cap keeps latency low on a quiet queue).
         scheduler_resend_after_seconds: a run committed but never enqueued (the scheduler died
@@ -106,6 +108,7 @@ class Settings:
     broker_maintenance_chance: int = 20_000
     broker_idle_poll_ms: int = 50
     deliver_linger_ms: int = 20
+    deliver_sends_in_flight: int = 8
     delivery_sweep_after_seconds: int = 600
     scheduler_resend_after_seconds: float = 30.0
     request_body_timeout_seconds: int = 30
@@ -328,6 +331,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         broker_maintenance_chance=_int(env, "EC_BROKER_MAINTENANCE_CHANCE", 20_000, 1, 1_000_000),
         broker_idle_poll_ms=_int(env, "EC_BROKER_IDLE_POLL_MS", 50, 5, 5000),
         deliver_linger_ms=_int(env, "EC_DELIVER_LINGER_MS", 20, 0, 1000),
+        deliver_sends_in_flight=_int(env, "EC_DELIVER_SENDS_IN_FLIGHT", 8, 1, 64),
         delivery_sweep_after_seconds=_int(env, "EC_DELIVERY_SWEEP_AFTER_SECONDS", 600, 10,
                                           7 * 86400),
         scheduler_resend_after_seconds=_int(env, "EC_SCHEDULER_RESEND_AFTER_SECONDS", 30, 1, 3600),

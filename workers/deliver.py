@@ -22,16 +22,15 @@ from workers.grouping import Grouper
 
 log = logging.getLogger(__name__)
 
-# How many deliveries one attempt takes at most (ten messages of ten), and how many batch calls
-# of one process are in flight at once.
+# How many deliveries one attempt takes at most (ten batch calls of ten); how many batch calls
+# one process has in flight at once is EC_DELIVER_SENDS_IN_FLIGHT.
 DELIVERIES_PER_ATTEMPT = 100
-SENDS_IN_FLIGHT = 16
 
 
 def declare_deliver_actor(
     broker: dramatiq.Broker, sessions: sessionmaker[Session], *, senders: Mapping[str, Sender],
     box: SecretBox, policy: DeliveryRetryPolicy, linger: float = 0.0,
-    max_deliveries: int = DELIVERIES_PER_ATTEMPT, sends_in_flight: int = SENDS_IN_FLIGHT,
+    max_deliveries: int = DELIVERIES_PER_ATTEMPT, sends_in_flight: int = 8,
 ) -> dramatiq.Actor:
     """Declare ``deliver`` on ``broker`` (queue ``deliveries``) and return it."""
     pool = ThreadPoolExecutor(max_workers=sends_in_flight, thread_name_prefix="deliver-send")
@@ -40,14 +39,11 @@ def declare_deliver_actor(
         enqueue_deliveries(broker, retry_ids, delay_ms=max(1, int(seconds * 1000)))
 
     def run(tasks: list[Task]) -> None:
-        # The first call in this thread, the others beside it; any error is raised here.
-        futures = [pool.submit(task) for task in tasks[1:]]
-        try:
-            if tasks:
-                tasks[0]()
-        finally:
-            for future in futures:
-                future.result()
+        # Every call of every thread goes through the one pool, so the process never has more
+        # than ``sends_in_flight`` in flight (a slow destination is not pressed harder by
+        # more threads); any error is raised here.
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
 
     def attempt_group(messages: list[list[int]]) -> list[None | BaseException]:
         ids = [i for message in messages for i in message]

@@ -31,6 +31,7 @@ def declare_actors(runtime: Runtime) -> dict[str, dramatiq.Actor]:
     deliver = declare_deliver_actor(
         runtime.broker, runtime.sessions, senders=runtime.senders, box=runtime.box,
         policy=runtime.retry_policy, linger=runtime.settings.deliver_linger_ms / 1000,
+        sends_in_flight=runtime.settings.deliver_sends_in_flight,
     )
     assert runtime.mailer is not None
     ids = IdCipher.from_secret(runtime.settings.token_secret)
