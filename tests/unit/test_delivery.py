@@ -1206,3 +1206,43 @@ def test_a_subscription_deleted_while_its_delivery_is_sent_keeps_it_cancelled_an
         logged = session.execute(select(DeliveryAttempt).where(
             DeliveryAttempt.delivery_id == delivery_id)).scalars().all()
     assert logged == []
+
+
+class Overlapping(StubSender):
+    """Notes how many batch calls are in flight at once (each takes a little while)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.most = 0
+        self.guard = threading.Lock()
+
+    def send_batch(self, destination: Any, messages: list[Any]) -> list[SendResult]:
+        with self.guard:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.05)
+        try:
+            return super().send_batch(destination, messages)
+        finally:
+            with self.guard:
+                self.now -= 1
+
+
+@pytest.mark.embedded("sender", deliver_sends_in_flight=2)
+def test_a_deliver_process_has_at_most_its_sends_in_flight(acme: Caller) -> None:
+    app = acme.client.application
+    runtime = runtime_of(app)
+    sender = Overlapping()
+    runtime.senders["SQS"] = sender
+    create(acme, sqs_body())
+    ids = _pending(app, *[order_event(id=f"evt-fly-{i}", entity_id=f"o-{i}") for i in range(60)])
+    deliver = runtime.broker.get_actor(DELIVER_ACTOR)
+    # Two messages of 30 handled at once by two threads: six calls of ten
+    threads = [threading.Thread(target=deliver.fn, args=(ids[i:i + 30],)) for i in (0, 30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(sender.sent) == 60
+    assert sender.most == 2
