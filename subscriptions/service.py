@@ -358,20 +358,17 @@ def _send_tasks(share: _Share, senders: Mapping[str, Sender], box: SecretBox,
         for p, message in enumerate(share.messages):
             groups.setdefault(message.group_id, []).append(p)
         while groups:
-            heads = [queue.pop(0) for queue in groups.values()]
+            heads = {key: queue.pop(0) for key, queue in groups.items()}
+            positions = list(heads.values())
             outcomes: dict[int, SendResult] = {}
-            for i in range(0, len(heads), MAX_BATCH):
-                chunk = heads[i:i + MAX_BATCH]
+            for i in range(0, len(positions), MAX_BATCH):
+                chunk = positions[i:i + MAX_BATCH]
                 outcomes.update(zip(chunk, send(chunk), strict=True))
             # A group whose delivery failed stops here: the rest wait for it (held).
             groups = {key: queue for key, queue in groups.items()
-                      if queue and outcomes[_head_of(key, heads, share)].ok}
+                      if queue and outcomes[heads[key]].ok}
 
     return [rounds]
-
-
-def _head_of(key: str | None, heads: list[int], share: _Share) -> int:
-    return next(p for p in heads if share.messages[p].group_id == key)
 
 
 def _record(session: Session, shares: list[_Share], cancelled: list[Delivery],

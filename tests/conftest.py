@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,26 +245,33 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message + ": integration test skipped outside CI")
 
 
+@contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database named ``<prefix>_<random>``, migrated; dropped on leaving.
+    Yields its SQLAlchemy URL."""
+    import psycopg
+
+    from config.settings import normalize_database_url
+    from infra.db import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = normalize_database_url(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated; dropped at the end."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
-
-    name = f"ec_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    from config.settings import normalize_database_url
-    from infra.db import upgrade
-
-    sa_url = normalize_database_url(url)
-    upgrade(sa_url)
-    try:
-        yield sa_url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database("ec_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from infra.redact import scrub
-from subscriptions.senders.base import MAX_BATCH, Destination, OutgoingMessage, SendResult
+from subscriptions.senders.base import MAX_BATCH, Destination, OutgoingMessage, Sender, SendResult
 
 # botocore's DEBUG output carries request headers (the access key id among them): never let
 # it reach our logs, whatever LOG_LEVEL says.
@@ -311,3 +311,41 @@ def call(clients: ClientCache, service: str, destination: Destination, operation
     except Exception as exc:  # noqa: BLE001 - classified, never raised
         return classify(exc, _secrets(destination))
     return SendResult(True, message_id=response.get("MessageId"))
+
+
+class BatchingSender(Sender):
+    """What the SQS and SNS senders share: one call per message, or batch calls of up to ten
+    (and 256 KiB), each entry keeping its own result (a partial failure retries only the
+    entries that failed). A subclass names its service, its calls and their parameters."""
+
+    service: str
+    single_call: str  # send_message | publish
+    batch_call: str  # send_message_batch | publish_batch
+    target_param: str  # QueueUrl | TopicArn
+    body_param: str  # MessageBody | Message
+    entries_param: str  # Entries | PublishBatchRequestEntries
+
+    def __init__(self, clients: ClientCache | None = None) -> None:
+        self.clients = clients or ClientCache()
+
+    def send(self, destination: Destination, message: OutgoingMessage) -> SendResult:
+        return call(self.clients, self.service, destination, self.single_call,
+                    **{self.target_param: destination.target, self.body_param: message.body},
+                    **message_kwargs(destination, message))
+
+    def send_batch(self, destination: Destination,
+                   messages: list[OutgoingMessage]) -> list[SendResult]:
+        results: list[SendResult] = []
+        for chunk in chunks(messages):
+            results += self._one_batch(destination, chunk)
+        return results
+
+    def _one_batch(self, destination: Destination,
+                   messages: list[OutgoingMessage]) -> list[SendResult]:
+        if len(messages) == 1:
+            return [self.send(destination, messages[0])]
+        entries: list[dict[str, Any]] = [
+            {"Id": str(i), self.body_param: m.body, **message_kwargs(destination, m)}
+            for i, m in enumerate(messages)]
+        return call_batch(self.clients, self.service, destination, self.batch_call, len(entries),
+                          **{self.target_param: destination.target, self.entries_param: entries})

@@ -3,7 +3,6 @@ by scanning the pending ones), and concurrent attempts of the same deliveries se
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +12,11 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, event, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.settings import normalize_database_url
 from events.contract import EventIn
 from events.repository import save_events
 from events.service import prepare
 from infra.crypto import SecretBox
-from infra.db import keyed_lookups, upgrade
+from infra.db import keyed_lookups
 from subscriptions.contract import SubscriptionIn
 from subscriptions.deliveries import claim_deliveries, create_deliveries
 from subscriptions.matching import build_index
@@ -27,7 +25,7 @@ from subscriptions.repository import create_subscription, list_subscriptions
 from subscriptions.senders.stub import StubSender
 from subscriptions.service import DeliveryRetryPolicy, attempt_deliveries
 from tenants.auth import create_tenant
-from tests.conftest import PG_ADMIN_URL, order_event, require_service, run_concurrently
+from tests.conftest import migrated_database, order_event, require_service, run_concurrently
 from tests.support.subscriptions import sqs_body
 
 
@@ -35,18 +33,8 @@ from tests.support.subscriptions import sqs_body
 def fresh_pg() -> Iterator[str]:
     """A database of its own: its tables have no planner statistics yet, as after a burst."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
-
-    name = f"ec_claims_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = normalize_database_url(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    upgrade(url)
-    try:
+    with migrated_database("ec_claims") as url:
         yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_claim_finds_its_deliveries_by_id_even_among_many_pending(fresh_pg: str) -> None:

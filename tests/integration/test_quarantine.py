@@ -29,7 +29,15 @@ from config.runtime import build_runtime
 from infra.broker.queues import DELIVER_QUEUE, PERSIST_QUEUE
 from tenants.auth import create_tenant
 from tenants.aws_identity import allow_platform_credentials
-from tests.conftest import PG_ADMIN_URL, SECRET, Caller, make_settings, mint, order_event
+from tests.conftest import (
+    PG_ADMIN_URL,
+    SECRET,
+    Caller,
+    make_settings,
+    migrated_database,
+    mint,
+    order_event,
+)
 from tests.support.aws import MotoServer
 from tests.support.migration_rows import check_migration_0006
 
@@ -41,19 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def private_pg(pg_url: str) -> Iterator[str]:
     """A database of this test's own (pg_url first: PostgreSQL is there), migrated."""
-    from config.settings import normalize_database_url
-    from infra.db import upgrade
-
-    name = f"ec_test_q_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = normalize_database_url(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    upgrade(url)
-    try:
+    with migrated_database("ec_test_q") as url:
         yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
